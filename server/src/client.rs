@@ -1,0 +1,195 @@
+//! The command-line client (the tutorial's Python `websocket-client` example): connect, print
+//! the greeting, send messages and print each reply, then close cleanly.
+//!
+//! Output is one received text per line on stdout, so it composes with pipes; errors go to
+//! stderr as one line and the exit code is non-zero.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::config::parse_duration;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// `client [--url URL] [--timeout DURATION] [MESSAGE]...`
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "client",
+    version,
+    about = "Send messages to the realtime server and print its replies.",
+    long_about = "Send messages to the realtime server and print its replies.\n\n\
+        Prints the server's greeting, then sends each MESSAGE and prints its reply, one per line. \
+        With no MESSAGE, sends each line of standard input and prints replies as they arrive; \
+        end of input closes the connection."
+)]
+pub struct Args {
+    /// WebSocket URL of the server (`ws://`; `wss://` is not supported by this build).
+    #[arg(long, env = "CLIENT_URL", default_value_t = default_url(), value_parser = parse_url)]
+    pub url: Uri,
+
+    /// How long to wait for the connection and for each reply (e.g. `10s`, `500ms`).
+    #[arg(long, env = "CLIENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Messages to send; without any, lines are read from standard input.
+    pub messages: Vec<String>,
+}
+
+/// Why a `--url` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("not a URL: {0}")]
+    Syntax(#[from] tokio_tungstenite::tungstenite::http::uri::InvalidUri),
+    #[error("the URL must start with ws:// (e.g. {})", wire::default_ws_url())]
+    Scheme,
+    #[error("the URL has no host")]
+    Host,
+}
+
+/// The default server URL, `ws://127.0.0.1:8888/ws/`.
+pub fn default_url() -> Uri {
+    // Built from constants only; a failure here is a bug in `wire`, caught by its tests.
+    wire::default_ws_url().parse().unwrap_or_default()
+}
+
+/// Accepts `ws://host[:port]/path` (and `wss://`, refused later with a clear message).
+pub fn parse_url(text: &str) -> Result<Uri, UrlError> {
+    let uri: Uri = text.parse()?;
+    match uri.scheme_str() {
+        Some("ws" | "wss") => {}
+        _ => return Err(UrlError::Scheme),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(UrlError::Host);
+    }
+    Ok(uri)
+}
+
+/// Runs the client to completion.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let url = &args.url;
+    if url.scheme_str() == Some("wss") {
+        bail!("wss:// is not supported by this build; use ws:// or put a TLS proxy in front");
+    }
+    let (mut socket, _) = tokio::time::timeout(args.timeout, tokio_tungstenite::connect_async(url))
+        .await
+        .map_err(|_| anyhow!("timed out after {:?}", args.timeout))
+        .and_then(|connected| connected.map_err(anyhow::Error::from))
+        .with_context(|| format!("cannot connect to {url}"))?;
+
+    let greeting = next_text(&mut socket, args.timeout).await?;
+    println!("{greeting}");
+
+    if args.messages.is_empty() {
+        relay_stdin(&mut socket, args.timeout).await
+    } else {
+        for message in args.messages {
+            socket.send(Message::text(message)).await.context("cannot send")?;
+            println!("{}", next_text(&mut socket, args.timeout).await?);
+        }
+        close(&mut socket, args.timeout, |_| {}).await
+    }
+}
+
+/// Stdin mode: each line is sent as it is read; replies are printed as they arrive.
+async fn relay_stdin(socket: &mut Socket, timeout: Duration) -> anyhow::Result<()> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line.context("cannot read standard input")? {
+                Some(line) => socket.send(Message::text(line)).await.context("cannot send")?,
+                None => break,
+            },
+            message = socket.next() => match received(message)? {
+                Some(text) => println!("{text}"),
+                None => continue,
+            },
+        }
+    }
+    // Replies still in flight arrive before the server's answer to our Close.
+    close(socket, timeout, |text| println!("{text}")).await
+}
+
+/// Waits for the next text message, skipping control frames.
+async fn next_text(socket: &mut Socket, timeout: Duration) -> anyhow::Result<String> {
+    loop {
+        let message = tokio::time::timeout(timeout, socket.next())
+            .await
+            .map_err(|_| anyhow!("no reply from the server within {timeout:?}"))?;
+        if let Some(text) = received(message)? {
+            return Ok(text);
+        }
+    }
+}
+
+/// Interprets one read: text is returned, control frames give `None`, anything that ends the
+/// conversation is an error.
+fn received(
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> anyhow::Result<Option<String>> {
+    match message {
+        None => bail!("the server closed the connection"),
+        Some(Err(error)) => Err(error).context("connection failed"),
+        Some(Ok(Message::Text(text))) => Ok(Some(text.as_str().to_owned())),
+        Some(Ok(Message::Close(frame))) => bail!("the server closed the connection: {}", describe(frame.as_ref())),
+        Some(Ok(Message::Binary(data))) => bail!("unexpected binary message ({} bytes)", data.len()),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
+    }
+}
+
+/// Sends Close 1000 and reads until the server answers it, handing over texts still in flight.
+async fn close(socket: &mut Socket, timeout: Duration, mut on_text: impl FnMut(&str)) -> anyhow::Result<()> {
+    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    socket.send(Message::Close(Some(frame))).await.context("cannot send Close")?;
+    let drain = async {
+        while let Some(message) = socket.next().await {
+            match message.context("connection failed while closing")? {
+                Message::Text(text) => on_text(text.as_str()),
+                Message::Close(Some(frame)) if frame.code != CloseCode::Normal => {
+                    bail!("the server closed the connection: {}", describe(Some(&frame)))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, drain)
+        .await
+        .map_err(|_| anyhow!("the server did not answer Close within {timeout:?}"))?
+}
+
+fn describe(frame: Option<&CloseFrame>) -> String {
+    match frame {
+        None => "no close code".to_owned(),
+        Some(frame) if frame.reason.is_empty() => u16::from(frame.code).to_string(),
+        Some(frame) => format!("{} ({})", u16::from(frame.code), frame.reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_url_is_the_wire_default() {
+        assert_eq!(default_url().to_string(), wire::default_ws_url());
+    }
+
+    #[test]
+    fn urls_must_be_websocket_urls_with_a_host() {
+        assert!(parse_url("ws://127.0.0.1:8888/ws/").is_ok());
+        assert!(matches!(parse_url("http://127.0.0.1/ws/"), Err(UrlError::Scheme)));
+        assert!(matches!(parse_url("127.0.0.1:8888"), Err(UrlError::Scheme)));
+        assert!(matches!(parse_url("ws:// bad"), Err(UrlError::Syntax(_))));
+    }
+}

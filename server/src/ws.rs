@@ -1,0 +1,27 @@
+//! The `/ws/` endpoint: accepts the WebSocket upgrade and hands the socket to its own task.
+
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use tracing::warn;
+
+use crate::connection;
+use crate::AppState;
+
+/// Upgrades the request and runs [`connection::serve`] as a tracked task, so shutdown can
+/// reach it and wait for it.
+pub async fn handler(
+    upgrade: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+) -> Response {
+    let shutdown = state.shutdown.child_token();
+    let tracker = state.tracker.clone();
+    upgrade
+        .max_message_size(wire::limits::MAX_MESSAGE_BYTES)
+        .max_frame_size(wire::limits::MAX_MESSAGE_BYTES)
+        .on_failed_upgrade(move |error| warn!(%peer, %error, "WebSocket upgrade failed"))
+        .on_upgrade(move |socket| tracker.track_future(connection::serve(socket, peer, shutdown)))
+}

@@ -1,0 +1,169 @@
+//! The WebSocket endpoint: greeting, replies, ordering under concurrency, close codes.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use wire::close;
+
+use crate::helpers::{connect, next, spawn_app, spawn_without_bundle, Socket, STEP};
+
+/// Reads until the server's Close frame and returns its code and reason; the stream must
+/// then end cleanly.
+async fn expect_close(socket: &mut Socket) -> (u16, String) {
+    let code_and_reason = expect_close_frame(socket).await;
+    let end = tokio::time::timeout(STEP, socket.next()).await.expect("stream ends in time");
+    assert!(end.is_none(), "stream should end after Close, got {end:?}");
+    code_and_reason
+}
+
+/// Reads until the server's Close frame and returns its code and reason.
+async fn expect_close_frame(socket: &mut Socket) -> (u16, String) {
+    loop {
+        match next(socket).await {
+            Message::Close(Some(frame)) => return (u16::from(frame.code), frame.reason.to_string()),
+            Message::Close(None) => panic!("Close frame without a code"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected Close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn welcome_is_the_first_message() {
+    let app = spawn_app().await;
+    // `connect` asserts the greeting.
+    let _socket = connect(&app.ws_url()).await;
+}
+
+#[tokio::test]
+async fn ws_without_trailing_slash_is_served_too() {
+    let app = spawn_app().await;
+    let mut socket = connect(&format!("ws://{}{}", app.addr, wire::WS_PATH_NO_SLASH)).await;
+    socket.send(Message::text("hi")).await.expect("send");
+    assert_eq!(next(&mut socket).await, Message::text("HI"));
+}
+
+#[tokio::test]
+async fn text_comes_back_upper_cased_including_unicode() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app.ws_url()).await;
+    for (sent, expected) in [
+        (wire::HELLO, "HELLO THERE!"),
+        ("straße", "STRASSE"),
+        ("ǆemal ﬁx", "ǄEMAL FIX"),
+        ("привет, 漢字 🎉", "ПРИВЕТ, 漢字 🎉"),
+        ("", ""),
+    ] {
+        socket.send(Message::text(sent)).await.expect("send");
+        assert_eq!(next(&mut socket).await, Message::text(expected), "reply to {sent:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_connections_each_get_their_own_replies_in_order() {
+    const CONNECTIONS: usize = 100;
+    const MESSAGES: usize = 20;
+    let app = spawn_app().await;
+    let url = app.ws_url();
+
+    let clients = (0..CONNECTIONS).map(|c| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut socket = connect(&url).await;
+            // Pipelined: all messages go out before any reply is read.
+            for m in 0..MESSAGES {
+                socket.feed(Message::text(format!("client {c} message {m}"))).await.expect("feed");
+            }
+            socket.flush().await.expect("flush");
+            for m in 0..MESSAGES {
+                let expected = wire::reply(&format!("client {c} message {m}"));
+                assert_eq!(next(&mut socket).await, Message::text(expected));
+            }
+            socket.close(None).await.expect("close");
+        })
+    });
+    for client in futures_util::future::join_all(clients).await {
+        client.expect("client task succeeded");
+    }
+}
+
+#[tokio::test]
+async fn client_close_is_answered_with_the_same_code() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app.ws_url()).await;
+    let frame = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+    socket.send(Message::Close(Some(frame))).await.expect("send close");
+    let (code, _) = expect_close(&mut socket).await;
+    assert_eq!(code, close::NORMAL);
+}
+
+#[tokio::test]
+async fn binary_is_refused_with_1003_and_a_reason() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app.ws_url()).await;
+    socket.send(Message::binary(vec![0xde, 0xad])).await.expect("send");
+    assert_eq!(expect_close(&mut socket).await, (close::UNSUPPORTED_DATA, close::REASON_BINARY.to_owned()));
+}
+
+#[tokio::test]
+async fn oversized_message_is_refused_with_1009() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app.ws_url()).await;
+    let big = "a".repeat(wire::limits::MAX_MESSAGE_BYTES + 1);
+    // The server may close before it has read everything; a failed send is fine.
+    let _ = socket.send(Message::text(big)).await;
+    // The unread rest of the message makes the server's TCP stack reset the connection after
+    // the Close frame, so only the frame is checked.
+    assert_eq!(expect_close_frame(&mut socket).await, (close::MESSAGE_TOO_BIG, close::REASON_TOO_BIG.to_owned()));
+}
+
+#[tokio::test]
+async fn message_at_the_limit_is_answered() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app.ws_url()).await;
+    let text = "a".repeat(wire::limits::MAX_MESSAGE_BYTES);
+    socket.send(Message::text(text.clone())).await.expect("send");
+    assert_eq!(next(&mut socket).await, Message::text(wire::reply(&text)));
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_is_refused_with_1007() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app.ws_url()).await;
+    let frame = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
+    socket.send(Message::Frame(frame)).await.expect("send raw frame");
+    assert_eq!(expect_close(&mut socket).await, (close::INVALID_PAYLOAD, close::REASON_INVALID_UTF8.to_owned()));
+}
+
+#[tokio::test]
+async fn bad_input_on_one_connection_leaves_the_others_alone() {
+    let app = spawn_app().await;
+    let mut good = connect(&app.ws_url()).await;
+    let mut bad = connect(&app.ws_url()).await;
+    bad.send(Message::binary(vec![1])).await.expect("send");
+    assert_eq!(expect_close(&mut bad).await.0, close::UNSUPPORTED_DATA);
+
+    good.send(Message::text("still here")).await.expect("send");
+    assert_eq!(next(&mut good).await, Message::text("STILL HERE"));
+}
+
+#[tokio::test]
+async fn shutdown_closes_open_connections_with_1001() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app.ws_url()).await;
+    let url = app.ws_url();
+    let stopping = tokio::spawn(app.stop());
+    assert_eq!(expect_close(&mut socket).await, (close::GOING_AWAY, close::REASON_SHUTDOWN.to_owned()));
+    tokio::time::timeout(STEP, stopping).await.expect("stops in time").expect("stop task");
+    assert!(tokio_tungstenite::connect_async(url).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test]
+async fn websocket_works_when_the_bundle_is_missing() {
+    let app = spawn_without_bundle().await;
+    let mut socket = connect(&app.ws_url()).await;
+    socket.send(Message::text("ok")).await.expect("send");
+    assert_eq!(next(&mut socket).await, Message::text("OK"));
+}

@@ -1,0 +1,121 @@
+//! The wire contract: every protocol fact the server, the browser client, the command-line
+//! client and the tests must agree on, defined once.
+//!
+//! No dependencies, so the wasm bundle and the native binaries can both import it.
+
+/// The WebSocket endpoint. The server also answers on [`WS_PATH_NO_SLASH`].
+pub const WS_PATH: &str = "/ws/";
+/// `/ws` without the trailing slash, routed to the same handler for forgiving clients.
+pub const WS_PATH_NO_SLASH: &str = "/ws";
+
+/// The first message the server sends on every new connection.
+pub const WELCOME: &str = "Welcome!";
+/// The message the browser client sends once the connection is open.
+pub const HELLO: &str = "Hello there!";
+
+/// Address the server binds and the command-line client connects to by default.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Port of the original Tornado tutorial.
+pub const DEFAULT_PORT: u16 = 8888;
+
+/// `ws://127.0.0.1:8888/ws/`: the command-line client's default URL.
+pub fn default_ws_url() -> String {
+    format!("ws://{DEFAULT_HOST}:{DEFAULT_PORT}{WS_PATH}")
+}
+
+/// The reply rule: a text message comes back in its Unicode upper-case form.
+///
+/// Same as Python's `str.upper()` (the original server's rule), including special
+/// casing that changes the length: `straße` → `STRASSE`.
+pub fn reply(text: &str) -> String {
+    text.to_uppercase()
+}
+
+/// WebSocket close codes (RFC 6455 §7.4.1) this application sends or reports.
+pub mod close {
+    /// Normal closure: the client or server is done.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down (or the page is going away).
+    pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke the WebSocket protocol (e.g. an unmasked client frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// The peer sent a data type this endpoint does not accept (binary, here).
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// Reported by a browser when the close frame carried no status code.
+    pub const NO_STATUS: u16 = 1005;
+    /// Reported locally when the connection dropped without a close frame.
+    pub const ABNORMAL: u16 = 1006;
+    /// A text message was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A message was larger than [`super::limits::MAX_MESSAGE_BYTES`].
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+
+    /// Close reason sent with [`UNSUPPORTED_DATA`] when a binary message arrives.
+    pub const REASON_BINARY: &str = "binary messages are not supported; send text";
+    /// Close reason sent with [`GOING_AWAY`] when the server shuts down.
+    pub const REASON_SHUTDOWN: &str = "server shutting down";
+    /// Close reason sent with [`MESSAGE_TOO_BIG`].
+    pub const REASON_TOO_BIG: &str = "message too big: the limit is 65536 bytes";
+    /// Close reason sent with [`INVALID_PAYLOAD`].
+    pub const REASON_INVALID_UTF8: &str = "text message is not valid UTF-8";
+    /// Close reason sent with [`PROTOCOL_ERROR`].
+    pub const REASON_PROTOCOL: &str = "WebSocket protocol error";
+}
+
+/// Size limits enforced by the server.
+pub mod limits {
+    /// Largest message (after reassembly of fragments) the server accepts, in bytes.
+    ///
+    /// The tutorial's messages are a few bytes; 64 KiB leaves room for real chat text while
+    /// bounding what one peer can make the server buffer.
+    pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_uppercases_ascii() {
+        assert_eq!(reply("Hello there!"), "HELLO THERE!");
+    }
+
+    #[test]
+    fn reply_follows_unicode_special_casing() {
+        assert_eq!(reply("straße"), "STRASSE");
+        assert_eq!(reply("ﬁx"), "FIX");
+        assert_eq!(reply("ǆemal"), "ǄEMAL");
+        assert_eq!(reply("привет"), "ПРИВЕТ");
+    }
+
+    #[test]
+    fn reply_leaves_caseless_text_alone() {
+        assert_eq!(reply(""), "");
+        assert_eq!(reply("123 !? 漢字 🎉"), "123 !? 漢字 🎉");
+    }
+
+    #[test]
+    fn too_big_reason_names_the_real_limit() {
+        let limit = limits::MAX_MESSAGE_BYTES.to_string();
+        assert!(close::REASON_TOO_BIG.ends_with(&format!("{limit} bytes")));
+    }
+
+    #[test]
+    fn close_reasons_fit_in_a_control_frame() {
+        // RFC 6455: a control frame's payload is at most 125 bytes, 2 of them the code.
+        for reason in [
+            close::REASON_BINARY,
+            close::REASON_SHUTDOWN,
+            close::REASON_TOO_BIG,
+            close::REASON_INVALID_UTF8,
+            close::REASON_PROTOCOL,
+        ] {
+            assert!(reason.len() <= 123, "{reason}");
+        }
+    }
+
+    #[test]
+    fn default_url_points_at_the_default_port_and_path() {
+        assert_eq!(default_ws_url(), "ws://127.0.0.1:8888/ws/");
+    }
+}
