@@ -32,7 +32,7 @@ pub async fn run(
 
     // Ready once the handshake finished, either way; only an open socket gets the greeting.
     let ready = futures_util::future::poll_fn(|cx| socket.poll_ready_unpin(cx)).await;
-    if ready.is_ok() && socket.state() == State::Open {
+    if ready.is_ok() && matches!(socket.state(), State::Open) {
         if on_event(Event::Opened).is_break() {
             return close(socket);
         }
@@ -45,9 +45,11 @@ pub async fn run(
         let event = match item {
             Ok(Message::Text(text)) => Event::Received(text),
             Ok(Message::Bytes(bytes)) => Event::ReceivedBinary(bytes.len()),
-            Err(WebSocketError::ConnectionClose(close)) => {
-                Event::Closed { code: close.code, reason: close.reason, clean: close.was_clean }
-            }
+            Err(WebSocketError::ConnectionClose(close)) => Event::Closed {
+                code: close.code,
+                reason: close.reason,
+                clean: close.was_clean,
+            },
             // The browser reports errors without detail and always follows them with a close.
             Err(error) => {
                 web_sys::console::warn_1(&format!("WebSocket error: {error}").into());

@@ -56,7 +56,15 @@ fn try_start() -> Result<(), JsValue> {
         .await;
         if let Err(error) = result {
             web_sys::console::error_1(&error.to_string().into());
-            show(&log, &mut session, Event::Closed { code: wire::close::ABNORMAL, reason: error.to_string(), clean: false });
+            show(
+                &log,
+                &mut session,
+                Event::Closed {
+                    code: wire::close::ABNORMAL,
+                    reason: error.to_string(),
+                    clean: false,
+                },
+            );
         }
     });
     Ok(())
@@ -65,7 +73,9 @@ fn try_start() -> Result<(), JsValue> {
 /// Applies `event` to the session and shows the result.
 fn show(log: &Log, session: &mut Session, event: Event) {
     let line = session.apply(&event);
-    let shown = log.append(&line).and_then(|()| log.set_status(session.status));
+    let shown = log
+        .append(&line)
+        .and_then(|()| log.set_status(session.status));
     if let Err(error) = shown {
         web_sys::console::error_2(&"cannot update the page:".into(), &error);
     }

@@ -12,7 +12,11 @@ pub enum Event {
     /// A binary message arrived (the server never sends one); its length in bytes.
     ReceivedBinary(usize),
     /// The connection is closed, cleanly or not.
-    Closed { code: u16, reason: String, clean: bool },
+    Closed {
+        code: u16,
+        reason: String,
+        clean: bool,
+    },
 }
 
 /// Where the connection is.
@@ -46,7 +50,10 @@ pub struct Session {
 
 impl Default for Session {
     fn default() -> Self {
-        Self { status: Status::Connecting, received: 0 }
+        Self {
+            status: Status::Connecting,
+            received: 0,
+        }
     }
 }
 
@@ -93,7 +100,11 @@ mod tests {
             Event::Opened,
             Event::Received(wire::WELCOME.to_owned()),
             Event::Received(wire::reply(wire::HELLO)),
-            Event::Closed { code: wire::close::GOING_AWAY, reason: String::new(), clean: true },
+            Event::Closed {
+                code: wire::close::GOING_AWAY,
+                reason: String::new(),
+                clean: true,
+            },
         ]
         .iter()
         .map(|event| session.apply(event))
@@ -108,7 +119,13 @@ mod tests {
                 "Connection is closed ...",
             ]
         );
-        assert_eq!(session, Session { status: Status::Closed, received: 2 });
+        assert_eq!(
+            session,
+            Session {
+                status: Status::Closed,
+                received: 2
+            }
+        );
     }
 
     #[test]
@@ -117,14 +134,21 @@ mod tests {
         assert_eq!(session.status, Status::Connecting);
         session.apply(&Event::Opened);
         assert_eq!(session.status, Status::Open);
-        session.apply(&Event::Closed { code: 1006, reason: String::new(), clean: false });
+        session.apply(&Event::Closed {
+            code: 1006,
+            reason: String::new(),
+            clean: false,
+        });
         assert_eq!(session.status.as_str(), "closed");
     }
 
     #[test]
     fn a_browser_without_websocket_says_so() {
         let mut session = Session::default();
-        assert_eq!(session.apply(&Event::Supported(false)), "WebSocket not supported by your browser.");
+        assert_eq!(
+            session.apply(&Event::Supported(false)),
+            "WebSocket not supported by your browser."
+        );
         assert_eq!(session.status, Status::Unsupported);
     }
 

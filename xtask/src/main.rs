@@ -1,1 +1,86 @@
-fn main(){}
+//! `cargo xtask`: the one entry point for setting up, building, running and testing.
+
+mod bundle;
+mod flags;
+mod process;
+mod setup;
+mod test;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::flags::{Command, Flags};
+
+fn main() {
+    let flags = Flags::parse();
+    if let Err(error) = run(flags.command) {
+        eprintln!("\nxtask: error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    let root = workspace_root();
+    process::prepare_env(&root);
+    match command {
+        Command::Run { server_args } => {
+            setup::tools(&root, false)?;
+            bundle::build_release(&root)?;
+            bundle::print_size(&root)?;
+            process::step("building the server (release)", || {
+                process::cargo(
+                    &root,
+                    &[
+                        "build",
+                        "--release",
+                        "--package",
+                        "server",
+                        "--bin",
+                        "server",
+                    ],
+                )
+            })?;
+            println!("==> starting the server; Ctrl-C stops it");
+            process::exec_server(
+                &root,
+                &target_dir(&root).join("release/server"),
+                &server_args,
+            )
+        }
+        Command::Dev => {
+            setup::tools(&root, false)?;
+            process::dev(&root)
+        }
+        Command::Test => test::all(&root),
+        Command::Build => {
+            setup::tools(&root, false)?;
+            bundle::build_release(&root)?;
+            bundle::print_size(&root)?;
+            process::step("building the server (release)", || {
+                process::cargo(&root, &["build", "--release", "--package", "server"])
+            })
+        }
+        Command::Setup { browser } => setup::tools(&root, browser),
+        Command::Size => bundle::print_size(&root),
+    }
+}
+
+/// The workspace root, from where xtask was built (not the current directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, or `<root>/target`).
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+#[cfg(test)]
+mod tidy;

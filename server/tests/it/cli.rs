@@ -28,7 +28,10 @@ async fn client(args: &[&str], stdin: Option<&str>) -> Run {
         pipe.write_all(input.as_bytes()).await.expect("write stdin");
     }
     drop(pipe);
-    let output = tokio::time::timeout(STEP, child.wait_with_output()).await.expect("client finishes").expect("output");
+    let output = tokio::time::timeout(STEP, child.wait_with_output())
+        .await
+        .expect("client finishes")
+        .expect("output");
     Run {
         ok: output.status.success(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -41,7 +44,10 @@ async fn argument_mode_prints_greeting_then_each_reply() {
     let app = spawn_app().await;
     let run = client(&["--url", &app.ws_url(), "Hello, World", "straße"], None).await;
     assert!(run.ok, "stderr: {}", run.stderr);
-    assert_eq!(run.stdout, format!("{}\nHELLO, WORLD\nSTRASSE\n", wire::WELCOME));
+    assert_eq!(
+        run.stdout,
+        format!("{}\nHELLO, WORLD\nSTRASSE\n", wire::WELCOME)
+    );
 }
 
 #[tokio::test]
@@ -55,7 +61,11 @@ async fn stdin_mode_sends_each_line() {
 #[tokio::test]
 async fn nothing_listening_is_a_one_line_error_and_failure() {
     // Bind, note the port, release it: nothing listens there afterwards.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let url = format!("ws://127.0.0.1:{port}/ws/");
     let run = client(&["--url", &url, "hi"], None).await;
     assert!(!run.ok);

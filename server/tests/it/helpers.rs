@@ -43,7 +43,9 @@ impl TestServer {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(STEP, task).await.expect("server stops in time");
+            let result = tokio::time::timeout(STEP, task)
+                .await
+                .expect("server stops in time");
             result.expect("server task").expect("server returns Ok");
         }
     }
@@ -63,21 +65,36 @@ impl Drop for TestServer {
 /// A server with a fake bundle (`index.html` and `app_bg.wasm`).
 pub async fn spawn_app() -> TestServer {
     let assets = fresh_dir();
-    std::fs::write(assets.join("index.html"), format!("<!doctype html>{PAGE_MARKER}<div id=log></div>"))
-        .expect("write index.html");
+    std::fs::write(
+        assets.join("index.html"),
+        format!("<!doctype html>{PAGE_MARKER}<div id=log></div>"),
+    )
+    .expect("write index.html");
     std::fs::write(assets.join("app_bg.wasm"), b"\0asm\x01\0\0\0").expect("write wasm");
-    let mut server = spawn_with(Config { assets: assets.clone(), ..test_config() }).await;
+    let mut server = spawn_with(Config {
+        assets: assets.clone(),
+        ..test_config()
+    })
+    .await;
     server.assets = Some(assets);
     server
 }
 
 /// A server whose assets directory does not exist (the bundle was never built).
 pub async fn spawn_without_bundle() -> TestServer {
-    spawn_with(Config { assets: fresh_dir().join("missing"), ..test_config() }).await
+    spawn_with(Config {
+        assets: fresh_dir().join("missing"),
+        ..test_config()
+    })
+    .await
 }
 
 pub fn test_config() -> Config {
-    Config { port: 0, shutdown_grace: Duration::from_secs(5), ..Config::default() }
+    Config {
+        port: 0,
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    }
 }
 
 /// Binds first, then spawns: the port accepts connections before this returns.
@@ -88,13 +105,21 @@ pub async fn spawn_with(config: Config) -> TestServer {
     let task = tokio::spawn(server::run(listener, config, async {
         let _ = rx.await;
     }));
-    TestServer { addr, shutdown: Some(tx), task: Some(task), assets: None }
+    TestServer {
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+        assets: None,
+    }
 }
 
 fn fresh_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("assets-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "assets-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create assets dir");
     dir

@@ -13,7 +13,9 @@ use crate::helpers::{connect, next, spawn_app, spawn_without_bundle, Socket, STE
 /// then end cleanly.
 async fn expect_close(socket: &mut Socket) -> (u16, String) {
     let code_and_reason = expect_close_frame(socket).await;
-    let end = tokio::time::timeout(STEP, socket.next()).await.expect("stream ends in time");
+    let end = tokio::time::timeout(STEP, socket.next())
+        .await
+        .expect("stream ends in time");
     assert!(end.is_none(), "stream should end after Close, got {end:?}");
     code_and_reason
 }
@@ -22,7 +24,9 @@ async fn expect_close(socket: &mut Socket) -> (u16, String) {
 async fn expect_close_frame(socket: &mut Socket) -> (u16, String) {
     loop {
         match next(socket).await {
-            Message::Close(Some(frame)) => return (u16::from(frame.code), frame.reason.to_string()),
+            Message::Close(Some(frame)) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
             Message::Close(None) => panic!("Close frame without a code"),
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected Close, got {other:?}"),
@@ -57,7 +61,11 @@ async fn text_comes_back_upper_cased_including_unicode() {
         ("", ""),
     ] {
         socket.send(Message::text(sent)).await.expect("send");
-        assert_eq!(next(&mut socket).await, Message::text(expected), "reply to {sent:?}");
+        assert_eq!(
+            next(&mut socket).await,
+            Message::text(expected),
+            "reply to {sent:?}"
+        );
     }
 }
 
@@ -74,7 +82,10 @@ async fn a_hundred_concurrent_connections_each_get_their_own_replies_in_order() 
             let mut socket = connect(&url).await;
             // Pipelined: all messages go out before any reply is read.
             for m in 0..MESSAGES {
-                socket.feed(Message::text(format!("client {c} message {m}"))).await.expect("feed");
+                socket
+                    .feed(Message::text(format!("client {c} message {m}")))
+                    .await
+                    .expect("feed");
             }
             socket.flush().await.expect("flush");
             for m in 0..MESSAGES {
@@ -93,8 +104,14 @@ async fn a_hundred_concurrent_connections_each_get_their_own_replies_in_order() 
 async fn client_close_is_answered_with_the_same_code() {
     let app = spawn_app().await;
     let mut socket = connect(&app.ws_url()).await;
-    let frame = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
-    socket.send(Message::Close(Some(frame))).await.expect("send close");
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    socket
+        .send(Message::Close(Some(frame)))
+        .await
+        .expect("send close");
     let (code, _) = expect_close(&mut socket).await;
     assert_eq!(code, close::NORMAL);
 }
@@ -103,8 +120,14 @@ async fn client_close_is_answered_with_the_same_code() {
 async fn binary_is_refused_with_1003_and_a_reason() {
     let app = spawn_app().await;
     let mut socket = connect(&app.ws_url()).await;
-    socket.send(Message::binary(vec![0xde, 0xad])).await.expect("send");
-    assert_eq!(expect_close(&mut socket).await, (close::UNSUPPORTED_DATA, close::REASON_BINARY.to_owned()));
+    socket
+        .send(Message::binary(vec![0xde, 0xad]))
+        .await
+        .expect("send");
+    assert_eq!(
+        expect_close(&mut socket).await,
+        (close::UNSUPPORTED_DATA, close::REASON_BINARY.to_owned())
+    );
 }
 
 #[tokio::test]
@@ -116,7 +139,10 @@ async fn oversized_message_is_refused_with_1009() {
     let _ = socket.send(Message::text(big)).await;
     // The unread rest of the message makes the server's TCP stack reset the connection after
     // the Close frame, so only the frame is checked.
-    assert_eq!(expect_close_frame(&mut socket).await, (close::MESSAGE_TOO_BIG, close::REASON_TOO_BIG.to_owned()));
+    assert_eq!(
+        expect_close_frame(&mut socket).await,
+        (close::MESSAGE_TOO_BIG, close::REASON_TOO_BIG.to_owned())
+    );
 }
 
 #[tokio::test]
@@ -124,7 +150,10 @@ async fn message_at_the_limit_is_answered() {
     let app = spawn_app().await;
     let mut socket = connect(&app.ws_url()).await;
     let text = "a".repeat(wire::limits::MAX_MESSAGE_BYTES);
-    socket.send(Message::text(text.clone())).await.expect("send");
+    socket
+        .send(Message::text(text.clone()))
+        .await
+        .expect("send");
     assert_eq!(next(&mut socket).await, Message::text(wire::reply(&text)));
 }
 
@@ -133,8 +162,17 @@ async fn invalid_utf8_text_is_refused_with_1007() {
     let app = spawn_app().await;
     let mut socket = connect(&app.ws_url()).await;
     let frame = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
-    socket.send(Message::Frame(frame)).await.expect("send raw frame");
-    assert_eq!(expect_close(&mut socket).await, (close::INVALID_PAYLOAD, close::REASON_INVALID_UTF8.to_owned()));
+    socket
+        .send(Message::Frame(frame))
+        .await
+        .expect("send raw frame");
+    assert_eq!(
+        expect_close(&mut socket).await,
+        (
+            close::INVALID_PAYLOAD,
+            close::REASON_INVALID_UTF8.to_owned()
+        )
+    );
 }
 
 #[tokio::test]
@@ -155,9 +193,18 @@ async fn shutdown_closes_open_connections_with_1001() {
     let mut socket = connect(&app.ws_url()).await;
     let url = app.ws_url();
     let stopping = tokio::spawn(app.stop());
-    assert_eq!(expect_close(&mut socket).await, (close::GOING_AWAY, close::REASON_SHUTDOWN.to_owned()));
-    tokio::time::timeout(STEP, stopping).await.expect("stops in time").expect("stop task");
-    assert!(tokio_tungstenite::connect_async(url).await.is_err(), "no longer accepting");
+    assert_eq!(
+        expect_close(&mut socket).await,
+        (close::GOING_AWAY, close::REASON_SHUTDOWN.to_owned())
+    );
+    tokio::time::timeout(STEP, stopping)
+        .await
+        .expect("stops in time")
+        .expect("stop task");
+    assert!(
+        tokio_tungstenite::connect_async(url).await.is_err(),
+        "no longer accepting"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,133 @@
+//! The page in a real browser: the tutorial's log lines, exactly and in order.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::support::{free_port, Browser, Paths, Proc, Server};
+
+/// Long enough for a loaded CI machine; a passing run takes about a second.
+const PAGE_LIMIT: Duration = Duration::from_secs(30);
+
+/// What a fresh load of the page shows once the conversation has happened.
+fn expected_open_lines() -> Vec<String> {
+    vec![
+        "WebSocket is supported by your browser.".to_owned(),
+        "Connection is opened ...".to_owned(),
+        format!("Message is received: {}", wire::WELCOME),
+        format!("Message is received: {}", wire::reply(wire::HELLO)),
+    ]
+}
+
+#[tokio::test]
+async fn served_page_logs_the_conversation_then_the_close() -> Result<()> {
+    let paths = Paths::get()?;
+    let mut server = Server::start(&paths).await?;
+    let browser = Browser::start(&paths).await?;
+
+    browser.client.goto(&server.url("/")).await?;
+    let lines = browser.wait_for_lines(4, PAGE_LIMIT).await?;
+    assert_eq!(lines, expected_open_lines());
+    assert_eq!(browser.status().await?.as_deref(), Some("open"));
+
+    let png = browser.client.screenshot().await?;
+    ensure!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+    std::fs::write(paths.out.join("page.png"), png).context("save the screenshot")?;
+
+    // A graceful stop closes the socket with 1001; the page must say it is closed.
+    server.proc.terminate()?;
+    let lines = browser.wait_for_lines(5, PAGE_LIMIT).await?;
+    assert_eq!(lines[..4], expected_open_lines()[..]);
+    assert_eq!(lines[4], "Connection is closed ...");
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(browser.status().await?.as_deref(), Some("closed"));
+    browser.close().await?;
+
+    let status = server.proc.wait(PAGE_LIMIT).await?;
+    assert!(status.success(), "server exit: {status}");
+    let log = server.proc.output();
+    for expected in [
+        "New connection",
+        "New message",
+        "Connection closed",
+        "code=1001",
+    ] {
+        assert!(
+            log.contains(expected),
+            "server log lacks {expected:?}:\n{log}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn page_through_trunk_serve_reaches_the_server_via_its_proxy() -> Result<()> {
+    let paths = Paths::get()?;
+    let server = Server::start(&paths).await?;
+    let trunk = Trunk::start(&paths, server.addr.port()).await?;
+    let browser = Browser::start(&paths).await?;
+
+    browser.client.goto(&trunk.url).await?;
+    let lines = browser.wait_for_lines(4, PAGE_LIMIT).await;
+    let lines = lines.with_context(|| format!("trunk output:\n{}", trunk.proc.output()))?;
+    assert_eq!(lines, expected_open_lines());
+    browser.close().await?;
+    Ok(())
+}
+
+/// `trunk serve` with the workspace's own Trunk.toml, its proxy pointed at the test's server.
+struct Trunk {
+    proc: Proc,
+    url: String,
+}
+
+impl Trunk {
+    /// Trunk resolves paths from its config file's folder, so the config goes into a scratch
+    /// folder that links to the workspace's sources; only the proxy's port is changed.
+    async fn start(paths: &Paths, backend_port: u16) -> Result<Self> {
+        let dir = paths.out.join("trunk-root");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        for name in ["index.html", "web", "wire", "Cargo.toml", "Cargo.lock"] {
+            std::os::unix::fs::symlink(paths.root.join(name), dir.join(name))?;
+        }
+        let config = std::fs::read_to_string(paths.root.join("Trunk.toml"))?;
+        let default_backend = format!(
+            "backend = \"ws://127.0.0.1:{}{}\"",
+            wire::DEFAULT_PORT,
+            wire::WS_PATH
+        );
+        ensure!(
+            config.contains(&default_backend),
+            "Trunk.toml lacks `{default_backend}`"
+        );
+        let config = config.replace(
+            &default_backend,
+            &format!(
+                "backend = \"ws://127.0.0.1:{backend_port}{}\"",
+                wire::WS_PATH
+            ),
+        );
+        std::fs::write(dir.join("Trunk.toml"), config)?;
+
+        let port = free_port()?;
+        let mut command = tokio::process::Command::new("trunk");
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.join("Trunk.toml"))
+            .args(["--release", "--no-autoreload", "--port", &port.to_string()])
+            .env("TRUNK_SKIP_VERSION_CHECK", "true");
+        let mut proc = Proc::spawn("trunk serve", &mut command)?;
+        // Trunk builds first (cargo has the release bundle cached) and then listens.
+        proc.wait_for_output(Duration::from_secs(300), |out| {
+            out.contains("server listening at").then_some(())
+        })
+        .await?;
+        crate::support::wait_for_port(([127, 0, 0, 1], port).into(), PAGE_LIMIT).await?;
+        Ok(Self {
+            proc,
+            url: format!("http://127.0.0.1:{port}/"),
+        })
+    }
+}

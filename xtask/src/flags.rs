@@ -1,0 +1,38 @@
+//! The `cargo xtask` command line.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Set up, build, run and test the realtime app."
+)]
+pub struct Flags {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install missing tools, build the release bundle and server, and run the app on
+    /// http://127.0.0.1:8888 (arguments after `--` go to the server, e.g. `-- --port 9000`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        server_args: Vec<String>,
+    },
+    /// Development loop: the server on 8888 plus `trunk serve` on 8080 (rebuilds the page on
+    /// changes, proxies /ws/ to the server). Ctrl-C stops both.
+    Dev,
+    /// Install whatever the tests need and run every check: fmt, clippy (native and wasm32),
+    /// unit and integration tests, browser tests and end-to-end tests.
+    Test,
+    /// Install missing tools and build the release bundle (dist/) and the release server.
+    Build,
+    /// Only install missing tools (add `--browser` for Chromium and chromedriver).
+    Setup {
+        #[arg(long)]
+        browser: bool,
+    },
+    /// Print the size of the built bundle (.wasm and .js, raw and gzip -9).
+    Size,
+}

@@ -1,0 +1,234 @@
+//! Running tools: the environment they need, progress lines, and child processes that are
+//! stopped when their guard is dropped.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Puts the project's tools first on `PATH` (npm's wasm-opt, cargo-installed binaries) and
+/// silences trunk's update check, which cannot reach its server here.
+pub fn prepare_env(root: &Path) {
+    let mut paths = vec![root.join("tools/node_modules/.bin"), cargo_bin_dir()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    if let Ok(path) = std::env::join_paths(paths) {
+        std::env::set_var("PATH", path);
+    }
+    std::env::set_var("TRUNK_SKIP_VERSION_CHECK", "true");
+}
+
+/// Where `cargo install` puts binaries.
+pub fn cargo_bin_dir() -> PathBuf {
+    match std::env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home).join("bin"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo/bin"),
+    }
+}
+
+/// Runs one named step with a progress line before and its duration after.
+pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    println!("==> {name}");
+    let started = Instant::now();
+    let result = f().with_context(|| format!("step failed: {name}"))?;
+    println!(
+        "    {name}: done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(result)
+}
+
+/// Runs `cargo ARGS` in the workspace root.
+pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    run(Command::new(cargo_exe()).args(args).current_dir(root))
+}
+
+/// The cargo running this xtask (so `+toolchain` overrides carry over).
+pub fn cargo_exe() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Runs a command with inherited output and fails with its command line if it fails.
+pub fn run(command: &mut Command) -> Result<()> {
+    let line = describe(command);
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start `{line}`; is it installed?"))?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its trimmed stdout, or `None` if it cannot run or fails.
+pub fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn describe(command: &Command) -> String {
+    let mut line = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        line.push(' ');
+        line.push_str(&arg.to_string_lossy());
+    }
+    line
+}
+
+/// Replaces this process with the server, so Ctrl-C and signals reach it directly.
+pub fn exec_server(root: &Path, binary: &Path, args: &[String]) -> Result<()> {
+    let mut command = Command::new(binary);
+    command.args(args).current_dir(root);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let error = command.exec();
+        Err(error).with_context(|| format!("cannot start {}", binary.display()))
+    }
+    #[cfg(not(unix))]
+    run(&mut command)
+}
+
+/// A child process killed (with its process group) and reaped when dropped.
+pub struct Guard {
+    child: Child,
+}
+
+impl Guard {
+    /// Spawns `command` in a process group of its own.
+    pub fn spawn(command: &mut Command) -> Result<Self> {
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(command, 0);
+        let line = describe(command);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start `{line}`"))?;
+        Ok(Self { child })
+    }
+
+    /// The child's stdout, if piped.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            // SIGTERM to the whole group first (the server drains, trunk stops cargo).
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", "--", &group])
+                        .stderr(Stdio::null())
+                        .status();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the server binary on a free port and returns once it printed its URL.
+pub fn start_server(binary: &Path, assets: &Path) -> Result<(Guard, SocketAddr)> {
+    if !binary.is_file() {
+        bail!(
+            "{} does not exist; build it with `cargo build -p server`",
+            binary.display()
+        );
+    }
+    let mut command = Command::new(binary);
+    command
+        .args(["--host", "127.0.0.1", "--port", "0", "--assets"])
+        .arg(assets)
+        .stdout(Stdio::piped());
+    let mut guard = Guard::spawn(&mut command)?;
+    let stdout = guard.take_stdout().context("server stdout")?;
+    let addr = read_served_addr(stdout, Duration::from_secs(60))?;
+    Ok((guard, addr))
+}
+
+/// Reads the server's `Serving on http://ADDR/` line (then keeps echoing its stdout).
+fn read_served_addr(stdout: std::process::ChildStdout, limit: Duration) -> Result<SocketAddr> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(rest) = line.strip_prefix("Serving on http://") {
+                    sent = tx.send(rest.trim_end_matches('/').to_owned()).is_ok();
+                    continue;
+                }
+            }
+            println!("server: {line}");
+        }
+    });
+    let addr = rx
+        .recv_timeout(limit)
+        .context("the server did not print its address in time")?;
+    addr.parse()
+        .with_context(|| format!("unexpected server address {addr:?}"))
+}
+
+/// `cargo xtask dev`: the server on its default port and `trunk serve` beside it.
+pub fn dev(root: &Path) -> Result<()> {
+    step("building the server", || {
+        cargo(root, &["build", "--package", "server", "--bin", "server"])
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut server = tokio::process::Command::new(crate::target_dir(root).join("debug/server"))
+            .current_dir(root)
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the server")?;
+        let mut trunk = tokio::process::Command::new("trunk")
+            .arg("serve")
+            .current_dir(root)
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start `trunk serve`")?;
+        println!("==> page: http://127.0.0.1:8080/ (trunk serve), server: http://127.0.0.1:{}/", wire::DEFAULT_PORT);
+        let outcome = tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C").map(|()| "Ctrl-C"),
+            status = server.wait() => status.map(|_| "the server exited").context("server"),
+            status = trunk.wait() => status.map(|_| "trunk exited").context("trunk"),
+        }?;
+        println!("==> {outcome}: stopping");
+        // Both children also got Ctrl-C from the terminal; give them a moment, then kill.
+        for child in [&mut server, &mut trunk] {
+            if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,197 @@
+//! Installs the tools the project needs, each only when missing or at the wrong version.
+//!
+//! Versions: trunk is pinned here (0.22 needs a newer rustc than this toolchain); the
+//! wasm-bindgen CLI must equal the `wasm-bindgen` crate in `Cargo.lock`; wasm-opt comes from
+//! npm's binaryen pinned in `tools/package.json` (Debian's breaks the bundle).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::process::{output, run};
+
+pub const TRUNK_VERSION: &str = "0.21.14";
+pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
+/// What `wasm-opt --version` must contain (also `[tools] wasm_opt` in Trunk.toml).
+pub const WASM_OPT_VERSION: &str = "version_123";
+
+/// Ensures every build tool; with `browser`, also Chromium and chromedriver for tests.
+pub fn tools(root: &Path, browser: bool) -> Result<()> {
+    println!("==> checking tools");
+    let started = Instant::now();
+    wasm_target()?;
+    let bindgen = wasm_bindgen_version(root)?;
+    cargo_tool(
+        "wasm-bindgen",
+        "wasm-bindgen-cli",
+        &bindgen,
+        &["--version", &bindgen],
+    )?;
+    cargo_tool(
+        "trunk",
+        "trunk",
+        TRUNK_VERSION,
+        &[
+            "--version",
+            TRUNK_VERSION,
+            "--locked",
+            "--no-default-features",
+        ],
+    )?;
+    wasm_opt(root)?;
+    if browser {
+        chromium()?;
+    }
+    println!("    tools ready in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn wasm_target() -> Result<()> {
+    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    if installed.lines().any(|line| line.trim() == WASM_TARGET) {
+        println!("    {WASM_TARGET} target: present");
+        return Ok(());
+    }
+    installing(&format!("the {WASM_TARGET} target"), "a few seconds");
+    run(Command::new("rustup").args(["target", "add", WASM_TARGET])).context(
+        "cannot add the wasm target; install rustup (https://rustup.rs) or add the target by hand",
+    )
+}
+
+/// The `wasm-bindgen` version locked in `Cargo.lock`.
+pub fn wasm_bindgen_version(root: &Path) -> Result<String> {
+    let lock =
+        std::fs::read_to_string(root.join("Cargo.lock")).context("cannot read Cargo.lock")?;
+    locked_version(&lock, "wasm-bindgen").context("no wasm-bindgen package in Cargo.lock")
+}
+
+/// Finds `version = "…"` right after `name = "<package>"` in a Cargo.lock.
+pub fn locked_version(lock: &str, package: &str) -> Option<String> {
+    let name_line = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == name_line {
+            let version = lines
+                .next()?
+                .trim()
+                .strip_prefix("version = \"")?
+                .strip_suffix('"')?;
+            return Some(version.to_owned());
+        }
+    }
+    None
+}
+
+/// Installs `krate` with `cargo install` unless `binary --version` already reports `version`.
+fn cargo_tool(binary: &str, krate: &str, version: &str, install_args: &[&str]) -> Result<()> {
+    let found = output(binary, &["--version"]);
+    let wanted = format!("{binary} {version}");
+    if found
+        .as_deref()
+        .is_some_and(|v| v.split_whitespace().take(2).collect::<Vec<_>>().join(" ") == wanted)
+    {
+        println!("    {binary} {version}: present");
+        return Ok(());
+    }
+    match found {
+        Some(other) => println!("    {binary}: found `{other}`, need {version}"),
+        None => println!("    {binary}: missing"),
+    }
+    let minutes = if krate == "trunk" {
+        "about 6 minutes"
+    } else {
+        "about 2 minutes"
+    };
+    installing(&format!("{krate} {version} (cargo install)"), minutes);
+    run(Command::new(crate::process::cargo_exe())
+        .arg("install")
+        .arg(krate)
+        .args(install_args))
+    .with_context(|| format!("cannot install {krate} {version}"))
+}
+
+fn wasm_opt(root: &Path) -> Result<()> {
+    let tools = root.join("tools");
+    let binary = tools.join("node_modules/.bin/wasm-opt");
+    let found = output(&binary.to_string_lossy(), &["--version"]).unwrap_or_default();
+    if found.contains(WASM_OPT_VERSION) {
+        println!("    wasm-opt {WASM_OPT_VERSION} (npm binaryen): present");
+        return Ok(());
+    }
+    if output("npm", &["--version"]).is_none() {
+        apt_install(&["nodejs", "npm"], "npm (to install binaryen's wasm-opt)")?;
+    }
+    installing("binaryen's wasm-opt (npm ci in tools/)", "a few seconds");
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&tools))
+    .context("cannot install binaryen from npm")
+}
+
+fn chromium() -> Result<()> {
+    let driver = output("chromedriver", &["--version"]);
+    let browser = ["chromium", "chromium-browser"]
+        .iter()
+        .any(|b| output(b, &["--version"]).is_some());
+    if let (Some(driver), true) = (&driver, browser) {
+        println!("    chromium + {driver}: present");
+        return Ok(());
+    }
+    apt_install(
+        &["chromium", "chromium-driver"],
+        "Chromium and chromedriver (browser tests)",
+    )
+}
+
+/// `apt-get update` then `apt-get install -y PACKAGES` (through sudo when not root).
+fn apt_install(packages: &[&str], what: &str) -> Result<()> {
+    installing(&format!("{what} with apt-get"), "under a minute");
+    let root_user = output("id", &["-u"]).as_deref() == Some("0");
+    let sudo: &[&str] = if root_user { &[] } else { &["sudo", "-n"] };
+    if output("apt-get", &["--version"]).is_none() {
+        bail!(
+            "apt-get not found: install {} with your package manager",
+            packages.join(" ")
+        );
+    }
+    let apt = |args: &[&str]| {
+        let mut words: Vec<&str> = sudo.to_vec();
+        words.push("apt-get");
+        words.extend_from_slice(args);
+        let mut command = Command::new(words[0]);
+        command
+            .args(&words[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut command)
+    };
+    apt(&["update"])
+        .context("apt-get update failed (run as root, or allow sudo without a password)")?;
+    let mut install = vec!["install", "-y"];
+    install.extend_from_slice(packages);
+    apt(&install).with_context(|| format!("cannot install {}", packages.join(" ")))
+}
+
+fn installing(what: &str, how_long: &str) {
+    println!("    installing {what}; this takes {how_long}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::locked_version;
+
+    #[test]
+    fn locked_version_reads_the_line_after_the_name() {
+        let lock = "[[package]]\nname = \"wasm-bindgen\"\nversion = \"0.2.130\"\n\n[[package]]\nname = \"wasm-bindgen-futures\"\nversion = \"0.4.80\"\n";
+        assert_eq!(
+            locked_version(lock, "wasm-bindgen").as_deref(),
+            Some("0.2.130")
+        );
+        assert_eq!(
+            locked_version(lock, "wasm-bindgen-futures").as_deref(),
+            Some("0.4.80")
+        );
+        assert_eq!(locked_version(lock, "web-sys"), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! `cargo xtask test`: every check, in the order that fails fastest.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::process::{cargo, cargo_exe, run, start_server, step};
+use crate::setup::{self, WASM_TARGET};
+use crate::{bundle, target_dir};
+
+pub fn all(root: &Path) -> Result<()> {
+    let started = Instant::now();
+    setup::tools(root, true)?;
+    let chromedriver =
+        find_on_path("chromedriver").context("chromedriver not found after setup")?;
+    let server_bin = target_dir(root).join("debug/server");
+
+    step("formatting (cargo fmt --check)", || {
+        cargo(root, &["fmt", "--all", "--check"])
+            .context("run `cargo fmt --all` to fix the formatting")
+    })?;
+    step("clippy, native", || {
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    })?;
+    step("clippy, wasm32", || {
+        let args = [
+            "clippy",
+            "--package",
+            "web",
+            "--package",
+            "wire",
+            "--all-targets",
+            "--target",
+            WASM_TARGET,
+        ];
+        cargo(
+            root,
+            &[&args[..], &["--locked", "--", "-D", "warnings"]].concat(),
+        )
+    })?;
+    bundle::build_release(root)?;
+    bundle::print_size(root)?;
+    step(
+        "unit, integration and end-to-end tests (cargo test --workspace)",
+        || {
+            run(Command::new(cargo_exe())
+                .args(["test", "--workspace", "--locked"])
+                .env("E2E_SERVER_BIN", &server_bin)
+                .env("E2E_DIST", root.join("dist"))
+                .env("CHROMEDRIVER", &chromedriver)
+                .current_dir(root))
+        },
+    )?;
+    step(
+        "browser tests (wasm-bindgen-test in headless Chromium)",
+        || {
+            let (_server, addr) = start_server(&server_bin, &root.join("dist"))?;
+            run(Command::new(cargo_exe())
+                .args([
+                    "test",
+                    "--package",
+                    "web",
+                    "--target",
+                    WASM_TARGET,
+                    "--locked",
+                ])
+                .env("WS_TEST_URL", format!("ws://{addr}{}", wire::WS_PATH))
+                .env("CHROMEDRIVER", &chromedriver)
+                .env("WASM_BINDGEN_TEST_DRIVER_TIMEOUT", "30")
+                .env("WASM_BINDGEN_TEST_TIMEOUT", "60")
+                .current_dir(root))
+        },
+    )?;
+    println!(
+        "==> all checks passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The first `name` on `PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
