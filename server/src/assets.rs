@@ -33,10 +33,7 @@ async fn index(State(state): State<AppState>) -> Response {
         Err(err) if err.kind() == ErrorKind::NotFound => not_built(&state.config.assets),
         Err(err) => {
             error!(path = %path.display(), %err, "cannot read the page");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot read index.html; see the server log",
-            )
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot read index.html; see the server log")
                 .into_response()
         }
     }
@@ -63,10 +60,7 @@ async fn not_found() -> (StatusCode, &'static str) {
 
 /// Minimal HTML escaping for text placed in the "not built" page.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -75,9 +69,6 @@ mod tests {
 
     #[test]
     fn escape_neutralises_markup() {
-        assert_eq!(
-            escape("<a href=\"x\">&</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
-        );
+        assert_eq!(escape("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
     }
 }

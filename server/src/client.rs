@@ -94,10 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         relay_stdin(&mut socket, args.timeout).await
     } else {
         for message in args.messages {
-            socket
-                .send(Message::text(message))
-                .await
-                .context("cannot send")?;
+            socket.send(Message::text(message)).await.context("cannot send")?;
             println!("{}", next_text(&mut socket, args.timeout).await?);
         }
         close(&mut socket, args.timeout, |_| {}).await
@@ -144,10 +141,9 @@ fn received(
         None => bail!("the server closed the connection"),
         Some(Err(error)) => Err(error).context("connection failed"),
         Some(Ok(Message::Text(text))) => Ok(Some(text.as_str().to_owned())),
-        Some(Ok(Message::Close(frame))) => bail!(
-            "the server closed the connection: {}",
-            describe(frame.as_ref())
-        ),
+        Some(Ok(Message::Close(frame))) => {
+            bail!("the server closed the connection: {}", describe(frame.as_ref()))
+        }
         Some(Ok(Message::Binary(data))) => {
             bail!("unexpected binary message ({} bytes)", data.len())
         }
@@ -161,23 +157,14 @@ async fn close(
     timeout: Duration,
     mut on_text: impl FnMut(&str),
 ) -> anyhow::Result<()> {
-    let frame = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    };
-    socket
-        .send(Message::Close(Some(frame)))
-        .await
-        .context("cannot send Close")?;
+    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    socket.send(Message::Close(Some(frame))).await.context("cannot send Close")?;
     let drain = async {
         while let Some(message) = socket.next().await {
             match message.context("connection failed while closing")? {
                 Message::Text(text) => on_text(text.as_str()),
                 Message::Close(Some(frame)) if frame.code != CloseCode::Normal => {
-                    bail!(
-                        "the server closed the connection: {}",
-                        describe(Some(&frame))
-                    )
+                    bail!("the server closed the connection: {}", describe(Some(&frame)))
                 }
                 _ => {}
             }
@@ -209,10 +196,7 @@ mod tests {
     #[test]
     fn urls_must_be_websocket_urls_with_a_host() {
         assert!(parse_url("ws://127.0.0.1:8888/ws/").is_ok());
-        assert!(matches!(
-            parse_url("http://127.0.0.1/ws/"),
-            Err(UrlError::Scheme)
-        ));
+        assert!(matches!(parse_url("http://127.0.0.1/ws/"), Err(UrlError::Scheme)));
         assert!(matches!(parse_url("127.0.0.1:8888"), Err(UrlError::Scheme)));
         assert!(matches!(parse_url("ws:// bad"), Err(UrlError::Syntax(_))));
     }

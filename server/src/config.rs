@@ -11,11 +11,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything the server can be told at start-up. `server --help` shows each default.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "server",
-    version,
-    about = "Serve the realtime page and its WebSocket at /ws/."
-)]
+#[command(name = "server", version, about = "Serve the realtime page and its WebSocket at /ws/.")]
 pub struct Config {
     /// Address to listen on (`0.0.0.0` or `::` to accept remote connections).
     #[arg(long, env = "SERVER_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
@@ -57,9 +53,7 @@ impl Default for Config {
 
 /// `<workspace>/dist`, where `trunk build` writes the bundle.
 pub fn default_assets_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("dist")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("dist")
 }
 
 /// Why a duration given on the command line was refused.

@@ -116,10 +116,7 @@ async fn close_from_here<S>(socket: &mut S, code: u16, reason: &'static str) -> 
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
 {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
+    let frame = CloseFrame { code, reason: reason.into() };
     if socket.send(Message::Close(Some(frame))).await.is_err() {
         return Some(code);
     }
@@ -135,31 +132,19 @@ mod tests {
 
     #[test]
     fn text_is_answered_upper_cased() {
-        assert_eq!(
-            respond(&Message::text("straße")),
-            Action::Reply("STRASSE".into())
-        );
+        assert_eq!(respond(&Message::text("straße")), Action::Reply("STRASSE".into()));
     }
 
     #[test]
     fn binary_is_refused_with_1003() {
         let action = respond(&Message::binary(vec![1, 2, 3]));
-        assert_eq!(
-            action,
-            Action::Close(close::UNSUPPORTED_DATA, close::REASON_BINARY)
-        );
+        assert_eq!(action, Action::Close(close::UNSUPPORTED_DATA, close::REASON_BINARY));
     }
 
     #[test]
     fn close_frames_report_their_code() {
-        let frame = CloseFrame {
-            code: close::NORMAL,
-            reason: "bye".into(),
-        };
-        assert_eq!(
-            respond(&Message::Close(Some(frame))),
-            Action::PeerClosed(Some(close::NORMAL))
-        );
+        let frame = CloseFrame { code: close::NORMAL, reason: "bye".into() };
+        assert_eq!(respond(&Message::Close(Some(frame))), Action::PeerClosed(Some(close::NORMAL)));
         assert_eq!(respond(&Message::Close(None)), Action::PeerClosed(None));
     }
 

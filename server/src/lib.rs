@@ -81,11 +81,7 @@ pub async fn run(
         info!(connections = tracker.len(), "closing WebSocket connections");
     }
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        warn!(
-            connections = tracker.len(),
-            ?grace,
-            "connections still open after the grace period"
-        );
+        warn!(connections = tracker.len(), ?grace, "connections still open after the grace period");
     }
     Ok(())
 }

@@ -13,9 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.addr())
         .await
         .with_context(|| format!("cannot listen on {}", config.addr()))?;
-    let addr = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
+    let addr = listener.local_addr().context("cannot read the bound address")?;
     if !config.assets.join("index.html").is_file() {
         tracing::warn!(
             assets = %config.assets.display(),
@@ -25,9 +23,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // The one line on stdout: people click it, scripts (`cargo xtask`) parse it.
     println!("Serving on http://{addr}/");
-    server::run(listener, config, shutdown_signal())
-        .await
-        .context("server failed")
+    server::run(listener, config, shutdown_signal()).await.context("server failed")
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM.

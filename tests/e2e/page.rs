@@ -46,16 +46,8 @@ async fn served_page_logs_the_conversation_then_the_close() -> Result<()> {
     let status = server.proc.wait(PAGE_LIMIT).await?;
     assert!(status.success(), "server exit: {status}");
     let log = server.proc.output();
-    for expected in [
-        "New connection",
-        "New message",
-        "Connection closed",
-        "code=1001",
-    ] {
-        assert!(
-            log.contains(expected),
-            "server log lacks {expected:?}:\n{log}"
-        );
+    for expected in ["New connection", "New message", "Connection closed", "code=1001"] {
+        assert!(log.contains(expected), "server log lacks {expected:?}:\n{log}");
     }
     Ok(())
 }
@@ -92,21 +84,12 @@ impl Trunk {
             std::os::unix::fs::symlink(paths.root.join(name), dir.join(name))?;
         }
         let config = std::fs::read_to_string(paths.root.join("Trunk.toml"))?;
-        let default_backend = format!(
-            "backend = \"ws://127.0.0.1:{}{}\"",
-            wire::DEFAULT_PORT,
-            wire::WS_PATH
-        );
-        ensure!(
-            config.contains(&default_backend),
-            "Trunk.toml lacks `{default_backend}`"
-        );
+        let default_backend =
+            format!("backend = \"ws://127.0.0.1:{}{}\"", wire::DEFAULT_PORT, wire::WS_PATH);
+        ensure!(config.contains(&default_backend), "Trunk.toml lacks `{default_backend}`");
         let config = config.replace(
             &default_backend,
-            &format!(
-                "backend = \"ws://127.0.0.1:{backend_port}{}\"",
-                wire::WS_PATH
-            ),
+            &format!("backend = \"ws://127.0.0.1:{backend_port}{}\"", wire::WS_PATH),
         );
         std::fs::write(dir.join("Trunk.toml"), config)?;
 
@@ -125,9 +108,6 @@ impl Trunk {
         })
         .await?;
         crate::support::wait_for_port(([127, 0, 0, 1], port).into(), PAGE_LIMIT).await?;
-        Ok(Self {
-            proc,
-            url: format!("http://127.0.0.1:{port}/"),
-        })
+        Ok(Self { proc, url: format!("http://127.0.0.1:{port}/") })
     }
 }

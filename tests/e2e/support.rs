@@ -29,10 +29,8 @@ pub struct Paths {
 
 impl Paths {
     pub fn get() -> Result<Self> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("workspace root")?
-            .to_path_buf();
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
@@ -73,14 +71,9 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &'static str, command: &mut Command) -> Result<Self> {
-        command
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {name} ({command:?})"))?;
+        command.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child =
+            command.spawn().with_context(|| format!("cannot start {name} ({command:?})"))?;
         let output = Arc::new(Mutex::new(String::new()));
         if let Some(stdout) = child.stdout.take() {
             collect(stdout, Arc::clone(&output));
@@ -88,11 +81,7 @@ impl Proc {
         if let Some(stderr) = child.stderr.take() {
             collect(stderr, Arc::clone(&output));
         }
-        Ok(Self {
-            name,
-            child,
-            output,
-        })
+        Ok(Self { name, child, output })
     }
 
     /// Everything the process printed so far.
@@ -120,11 +109,7 @@ impl Proc {
                 );
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{} not ready after {limit:?}; output:\n{}",
-                    self.name,
-                    self.output()
-                );
+                bail!("{} not ready after {limit:?}; output:\n{}", self.name, self.output());
             }
             tokio::time::sleep(POLL).await;
         }
@@ -133,9 +118,8 @@ impl Proc {
     /// Sends SIGTERM to the process (not its group): a graceful stop.
     pub fn terminate(&self) -> Result<()> {
         let pid = self.child.id().context("process already reaped")?;
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()?;
+        let status =
+            std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
         anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
         Ok(())
     }
@@ -145,11 +129,7 @@ impl Proc {
         tokio::time::timeout(limit, self.child.wait())
             .await
             .with_context(|| {
-                format!(
-                    "{} still running after {limit:?}; output:\n{}",
-                    self.name,
-                    self.output()
-                )
+                format!("{} still running after {limit:?}; output:\n{}", self.name, self.output())
             })?
             .context("wait")
     }
@@ -181,9 +161,7 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, output: Arc<Mutex<St
 
 /// A port that was free a moment ago (for children that cannot be handed a listener).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Polls until something accepts TCP connections on `addr`.
@@ -215,10 +193,7 @@ impl Server {
         let addr = proc
             .wait_for_output(Duration::from_secs(30), |out| {
                 out.lines().find_map(|l| {
-                    l.strip_prefix("Serving on http://")?
-                        .trim_end_matches('/')
-                        .parse()
-                        .ok()
+                    l.strip_prefix("Serving on http://")?.trim_end_matches('/').parse().ok()
                 })
             })
             .await?;
@@ -255,9 +230,7 @@ impl Browser {
                 ]
             }
         });
-        let serde_json::Value::Object(capabilities) = capabilities else {
-            bail!("capabilities")
-        };
+        let serde_json::Value::Object(capabilities) = capabilities else { bail!("capabilities") };
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
@@ -268,10 +241,7 @@ impl Browser {
                     driver.output()
                 )
             })?;
-        Ok(Self {
-            client,
-            _driver: driver,
-        })
+        Ok(Self { client, _driver: driver })
     }
 
     /// The text of each line in the page's log, exactly as inserted.
@@ -285,10 +255,7 @@ impl Browser {
     pub async fn status(&self) -> Result<Option<String>> {
         let value = self
             .client
-            .execute(
-                "return document.getElementById('log').dataset.status;",
-                vec![],
-            )
+            .execute("return document.getElementById('log').dataset.status;", vec![])
             .await?;
         Ok(value.as_str().map(str::to_owned))
     }

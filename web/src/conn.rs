@@ -45,11 +45,9 @@ pub async fn run(
         let event = match item {
             Ok(Message::Text(text)) => Event::Received(text),
             Ok(Message::Bytes(bytes)) => Event::ReceivedBinary(bytes.len()),
-            Err(WebSocketError::ConnectionClose(close)) => Event::Closed {
-                code: close.code,
-                reason: close.reason,
-                clean: close.was_clean,
-            },
+            Err(WebSocketError::ConnectionClose(close)) => {
+                Event::Closed { code: close.code, reason: close.reason, clean: close.was_clean }
+            }
             // The browser reports errors without detail and always follows them with a close.
             Err(error) => {
                 web_sys::console::warn_1(&format!("WebSocket error: {error}").into());
@@ -64,7 +62,5 @@ pub async fn run(
 }
 
 fn close(socket: WebSocket) -> Result<(), OpenError> {
-    socket
-        .close(Some(wire::close::NORMAL), None)
-        .map_err(|error| OpenError(error.to_string()))
+    socket.close(Some(wire::close::NORMAL), None).map_err(|error| OpenError(error.to_string()))
 }

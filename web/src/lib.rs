@@ -73,9 +73,7 @@ fn try_start() -> Result<(), JsValue> {
 /// Applies `event` to the session and shows the result.
 fn show(log: &Log, session: &mut Session, event: Event) {
     let line = session.apply(&event);
-    let shown = log
-        .append(&line)
-        .and_then(|()| log.set_status(session.status));
+    let shown = log.append(&line).and_then(|()| log.set_status(session.status));
     if let Err(error) = shown {
         web_sys::console::error_2(&"cannot update the page:".into(), &error);
     }

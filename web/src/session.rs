@@ -12,11 +12,7 @@ pub enum Event {
     /// A binary message arrived (the server never sends one); its length in bytes.
     ReceivedBinary(usize),
     /// The connection is closed, cleanly or not.
-    Closed {
-        code: u16,
-        reason: String,
-        clean: bool,
-    },
+    Closed { code: u16, reason: String, clean: bool },
 }
 
 /// Where the connection is.
@@ -50,10 +46,7 @@ pub struct Session {
 
 impl Default for Session {
     fn default() -> Self {
-        Self {
-            status: Status::Connecting,
-            received: 0,
-        }
+        Self { status: Status::Connecting, received: 0 }
     }
 }
 
@@ -100,11 +93,7 @@ mod tests {
             Event::Opened,
             Event::Received(wire::WELCOME.to_owned()),
             Event::Received(wire::reply(wire::HELLO)),
-            Event::Closed {
-                code: wire::close::GOING_AWAY,
-                reason: String::new(),
-                clean: true,
-            },
+            Event::Closed { code: wire::close::GOING_AWAY, reason: String::new(), clean: true },
         ]
         .iter()
         .map(|event| session.apply(event))
@@ -119,13 +108,7 @@ mod tests {
                 "Connection is closed ...",
             ]
         );
-        assert_eq!(
-            session,
-            Session {
-                status: Status::Closed,
-                received: 2
-            }
-        );
+        assert_eq!(session, Session { status: Status::Closed, received: 2 });
     }
 
     #[test]
@@ -134,11 +117,7 @@ mod tests {
         assert_eq!(session.status, Status::Connecting);
         session.apply(&Event::Opened);
         assert_eq!(session.status, Status::Open);
-        session.apply(&Event::Closed {
-            code: 1006,
-            reason: String::new(),
-            clean: false,
-        });
+        session.apply(&Event::Closed { code: 1006, reason: String::new(), clean: false });
         assert_eq!(session.status.as_str(), "closed");
     }
 

@@ -24,31 +24,21 @@ fn server_url() -> &'static str {
 }
 
 fn document() -> web_sys::Document {
-    web_sys::window()
-        .and_then(|w| w.document())
-        .expect("a document")
+    web_sys::window().and_then(|w| w.document()).expect("a document")
 }
 
 #[wasm_bindgen_test]
 fn log_lines_are_inserted_as_text_not_html() {
     let log = Log::attach(document()).expect("log element");
     let before = log.element().child_element_count();
-    log.append("<b>bold?</b> & <script>alert(1)</script>")
-        .expect("append");
+    log.append("<b>bold?</b> & <script>alert(1)</script>").expect("append");
 
     let element = log.element();
     assert_eq!(element.child_element_count(), before + 1);
     let last = element.last_element_child().expect("the new line");
     assert_eq!(last.tag_name(), "P");
-    assert_eq!(
-        last.text_content().as_deref(),
-        Some("<b>bold?</b> & <script>alert(1)</script>")
-    );
-    assert_eq!(
-        last.child_element_count(),
-        0,
-        "markup must not become elements"
-    );
+    assert_eq!(last.text_content().as_deref(), Some("<b>bold?</b> & <script>alert(1)</script>"));
+    assert_eq!(last.child_element_count(), 0, "markup must not become elements");
 }
 
 #[wasm_bindgen_test]
@@ -57,10 +47,7 @@ async fn real_server_greets_then_answers_hello_upper_cased() {
     conn::run(server_url(), wire::HELLO, |event| {
         let received = matches!(event, Event::Received(_));
         events.push(event);
-        let replies = events
-            .iter()
-            .filter(|e| matches!(e, Event::Received(_)))
-            .count();
+        let replies = events.iter().filter(|e| matches!(e, Event::Received(_))).count();
         if received && replies == 2 {
             ControlFlow::Break(())
         } else {

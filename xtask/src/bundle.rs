@@ -9,14 +9,9 @@ use crate::process::{run, step};
 
 /// Builds the size-optimised bundle into `<root>/dist`.
 pub fn build_release(root: &Path) -> Result<()> {
-    step(
-        "building the release bundle (trunk build --release)",
-        || {
-            run(Command::new("trunk")
-                .args(["build", "--release"])
-                .current_dir(root))
-        },
-    )
+    step("building the release bundle (trunk build --release)", || {
+        run(Command::new("trunk").args(["build", "--release"]).current_dir(root))
+    })
 }
 
 /// Prints each `.wasm` and `.js` file of `dist/` with its raw and `gzip -9` size.
@@ -24,22 +19,13 @@ pub fn print_size(root: &Path) -> Result<()> {
     let dist = root.join("dist");
     let mut files: Vec<_> = std::fs::read_dir(&dist)
         .with_context(|| {
-            format!(
-                "cannot read {}; build the bundle first (`cargo xtask build`)",
-                dist.display()
-            )
+            format!("cannot read {}; build the bundle first (`cargo xtask build`)", dist.display())
         })?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|ext| ext == "wasm" || ext == "js")
-        })
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm" || ext == "js"))
         .collect();
     if files.is_empty() {
-        bail!(
-            "no .wasm or .js in {}; build the bundle first",
-            dist.display()
-        );
+        bail!("no .wasm or .js in {}; build the bundle first", dist.display());
     }
     files.sort();
     println!("    bundle size (bytes):          raw     gzip -9");
@@ -50,11 +36,7 @@ pub fn print_size(root: &Path) -> Result<()> {
         raw_total += raw;
         gzip_total += gzip;
         let name = file.file_name().unwrap_or_default().to_string_lossy();
-        let kind = if name.ends_with(".wasm") {
-            ".wasm"
-        } else {
-            ".js"
-        };
+        let kind = if name.ends_with(".wasm") { ".wasm" } else { ".js" };
         println!("    {kind:<24} {raw:>9} {gzip:>11}");
     }
     println!("    {:<24} {raw_total:>9} {gzip_total:>11}", "total");

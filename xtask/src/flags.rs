@@ -3,10 +3,7 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "Set up, build, run and test the realtime app."
-)]
+#[command(name = "cargo xtask", about = "Set up, build, run and test the realtime app.")]
 pub struct Flags {
     #[command(subcommand)]
     pub command: Command,

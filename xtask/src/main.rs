@@ -1,6 +1,7 @@
 //! `cargo xtask`: the one entry point for setting up, building, running and testing.
 
 mod bundle;
+mod dev;
 mod flags;
 mod process;
 mod setup;
@@ -26,60 +27,39 @@ fn run(command: Command) -> Result<()> {
     process::prepare_env(&root);
     match command {
         Command::Run { server_args } => {
-            setup::tools(&root, false)?;
-            bundle::build_release(&root)?;
-            bundle::print_size(&root)?;
-            process::step("building the server (release)", || {
-                process::cargo(
-                    &root,
-                    &[
-                        "build",
-                        "--release",
-                        "--package",
-                        "server",
-                        "--bin",
-                        "server",
-                    ],
-                )
-            })?;
+            build(&root)?;
             println!("==> starting the server; Ctrl-C stops it");
-            process::exec_server(
-                &root,
-                &target_dir(&root).join("release/server"),
-                &server_args,
-            )
+            process::exec_server(&root, &target_dir(&root).join("release/server"), &server_args)
         }
         Command::Dev => {
             setup::tools(&root, false)?;
-            process::dev(&root)
+            dev::run(&root)
         }
         Command::Test => test::all(&root),
-        Command::Build => {
-            setup::tools(&root, false)?;
-            bundle::build_release(&root)?;
-            bundle::print_size(&root)?;
-            process::step("building the server (release)", || {
-                process::cargo(&root, &["build", "--release", "--package", "server"])
-            })
-        }
+        Command::Build => build(&root),
         Command::Setup { browser } => setup::tools(&root, browser),
         Command::Size => bundle::print_size(&root),
     }
 }
 
+/// Tools, the release bundle and the release server.
+fn build(root: &Path) -> Result<()> {
+    setup::tools(root, false)?;
+    bundle::build_release(root)?;
+    bundle::print_size(root)?;
+    process::step("building the server (release)", || {
+        process::cargo(root, &["build", "--release", "--package", "server"])
+    })
+}
+
 /// The workspace root, from where xtask was built (not the current directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// Cargo's target directory (`CARGO_TARGET_DIR`, or `<root>/target`).
 pub fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
 }
 
 #[cfg(test)]

@@ -15,9 +15,7 @@ use anyhow::{bail, Context, Result};
 /// silences trunk's update check, which cannot reach its server here.
 pub fn prepare_env(root: &Path) {
     let mut paths = vec![root.join("tools/node_modules/.bin"), cargo_bin_dir()];
-    paths.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
+    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
     if let Ok(path) = std::env::join_paths(paths) {
         std::env::set_var("PATH", path);
     }
@@ -37,10 +35,7 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     println!("==> {name}");
     let started = Instant::now();
     let result = f().with_context(|| format!("step failed: {name}"))?;
-    println!(
-        "    {name}: done in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("    {name}: done in {:.1}s", started.elapsed().as_secs_f64());
     Ok(result)
 }
 
@@ -57,9 +52,8 @@ pub fn cargo_exe() -> OsString {
 /// Runs a command with inherited output and fails with its command line if it fails.
 pub fn run(command: &mut Command) -> Result<()> {
     let line = describe(command);
-    let status = command
-        .status()
-        .with_context(|| format!("cannot start `{line}`; is it installed?"))?;
+    let status =
+        command.status().with_context(|| format!("cannot start `{line}`; is it installed?"))?;
     if !status.success() {
         bail!("`{line}` failed ({status})");
     }
@@ -68,14 +62,8 @@ pub fn run(command: &mut Command) -> Result<()> {
 
 /// Runs a command and returns its trimmed stdout, or `None` if it cannot run or fails.
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let out = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn describe(command: &Command) -> String {
@@ -112,9 +100,7 @@ impl Guard {
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(command, 0);
         let line = describe(command);
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start `{line}`"))?;
+        let child = command.spawn().with_context(|| format!("cannot start `{line}`"))?;
         Ok(Self { child })
     }
 
@@ -145,10 +131,8 @@ impl Drop for Guard {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &group])
-                .stderr(Stdio::null())
-                .status();
+            let _ =
+                Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -158,10 +142,7 @@ impl Drop for Guard {
 /// Starts the server binary on a free port and returns once it printed its URL.
 pub fn start_server(binary: &Path, assets: &Path) -> Result<(Guard, SocketAddr)> {
     if !binary.is_file() {
-        bail!(
-            "{} does not exist; build it with `cargo build -p server`",
-            binary.display()
-        );
+        bail!("{} does not exist; build it with `cargo build -p server`", binary.display());
     }
     let mut command = Command::new(binary);
     command
@@ -189,46 +170,6 @@ fn read_served_addr(stdout: std::process::ChildStdout, limit: Duration) -> Resul
             println!("server: {line}");
         }
     });
-    let addr = rx
-        .recv_timeout(limit)
-        .context("the server did not print its address in time")?;
-    addr.parse()
-        .with_context(|| format!("unexpected server address {addr:?}"))
-}
-
-/// `cargo xtask dev`: the server on its default port and `trunk serve` beside it.
-pub fn dev(root: &Path) -> Result<()> {
-    step("building the server", || {
-        cargo(root, &["build", "--package", "server", "--bin", "server"])
-    })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut server = tokio::process::Command::new(crate::target_dir(root).join("debug/server"))
-            .current_dir(root)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start the server")?;
-        let mut trunk = tokio::process::Command::new("trunk")
-            .arg("serve")
-            .current_dir(root)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start `trunk serve`")?;
-        println!("==> page: http://127.0.0.1:8080/ (trunk serve), server: http://127.0.0.1:{}/", wire::DEFAULT_PORT);
-        let outcome = tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C").map(|()| "Ctrl-C"),
-            status = server.wait() => status.map(|_| "the server exited").context("server"),
-            status = trunk.wait() => status.map(|_| "trunk exited").context("trunk"),
-        }?;
-        println!("==> {outcome}: stopping");
-        // Both children also got Ctrl-C from the terminal; give them a moment, then kill.
-        for child in [&mut server, &mut trunk] {
-            if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
-                let _ = child.kill().await;
-            }
-        }
-        Ok(())
-    })
+    let addr = rx.recv_timeout(limit).context("the server did not print its address in time")?;
+    addr.parse().with_context(|| format!("unexpected server address {addr:?}"))
 }

@@ -23,22 +23,12 @@ pub fn tools(root: &Path, browser: bool) -> Result<()> {
     let started = Instant::now();
     wasm_target()?;
     let bindgen = wasm_bindgen_version(root)?;
-    cargo_tool(
-        "wasm-bindgen",
-        "wasm-bindgen-cli",
-        &bindgen,
-        &["--version", &bindgen],
-    )?;
+    cargo_tool("wasm-bindgen", "wasm-bindgen-cli", &bindgen, &["--version", &bindgen])?;
     cargo_tool(
         "trunk",
         "trunk",
         TRUNK_VERSION,
-        &[
-            "--version",
-            TRUNK_VERSION,
-            "--locked",
-            "--no-default-features",
-        ],
+        &["--version", TRUNK_VERSION, "--locked", "--no-default-features"],
     )?;
     wasm_opt(root)?;
     if browser {
@@ -73,11 +63,7 @@ pub fn locked_version(lock: &str, package: &str) -> Option<String> {
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line.trim() == name_line {
-            let version = lines
-                .next()?
-                .trim()
-                .strip_prefix("version = \"")?
-                .strip_suffix('"')?;
+            let version = lines.next()?.trim().strip_prefix("version = \"")?.strip_suffix('"')?;
             return Some(version.to_owned());
         }
     }
@@ -99,17 +85,10 @@ fn cargo_tool(binary: &str, krate: &str, version: &str, install_args: &[&str]) -
         Some(other) => println!("    {binary}: found `{other}`, need {version}"),
         None => println!("    {binary}: missing"),
     }
-    let minutes = if krate == "trunk" {
-        "about 6 minutes"
-    } else {
-        "about 2 minutes"
-    };
+    let minutes = if krate == "trunk" { "about 6 minutes" } else { "about 2 minutes" };
     installing(&format!("{krate} {version} (cargo install)"), minutes);
-    run(Command::new(crate::process::cargo_exe())
-        .arg("install")
-        .arg(krate)
-        .args(install_args))
-    .with_context(|| format!("cannot install {krate} {version}"))
+    run(Command::new(crate::process::cargo_exe()).arg("install").arg(krate).args(install_args))
+        .with_context(|| format!("cannot install {krate} {version}"))
 }
 
 fn wasm_opt(root: &Path) -> Result<()> {
@@ -124,25 +103,19 @@ fn wasm_opt(root: &Path) -> Result<()> {
         apt_install(&["nodejs", "npm"], "npm (to install binaryen's wasm-opt)")?;
     }
     installing("binaryen's wasm-opt (npm ci in tools/)", "a few seconds");
-    run(Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&tools))
-    .context("cannot install binaryen from npm")
+    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--prefix"]).arg(&tools))
+        .context("cannot install binaryen from npm")
 }
 
 fn chromium() -> Result<()> {
     let driver = output("chromedriver", &["--version"]);
-    let browser = ["chromium", "chromium-browser"]
-        .iter()
-        .any(|b| output(b, &["--version"]).is_some());
+    let browser =
+        ["chromium", "chromium-browser"].iter().any(|b| output(b, &["--version"]).is_some());
     if let (Some(driver), true) = (&driver, browser) {
         println!("    chromium + {driver}: present");
         return Ok(());
     }
-    apt_install(
-        &["chromium", "chromium-driver"],
-        "Chromium and chromedriver (browser tests)",
-    )
+    apt_install(&["chromium", "chromium-driver"], "Chromium and chromedriver (browser tests)")
 }
 
 /// `apt-get update` then `apt-get install -y PACKAGES` (through sudo when not root).
@@ -151,19 +124,14 @@ fn apt_install(packages: &[&str], what: &str) -> Result<()> {
     let root_user = output("id", &["-u"]).as_deref() == Some("0");
     let sudo: &[&str] = if root_user { &[] } else { &["sudo", "-n"] };
     if output("apt-get", &["--version"]).is_none() {
-        bail!(
-            "apt-get not found: install {} with your package manager",
-            packages.join(" ")
-        );
+        bail!("apt-get not found: install {} with your package manager", packages.join(" "));
     }
     let apt = |args: &[&str]| {
         let mut words: Vec<&str> = sudo.to_vec();
         words.push("apt-get");
         words.extend_from_slice(args);
         let mut command = Command::new(words[0]);
-        command
-            .args(&words[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive");
+        command.args(&words[1..]).env("DEBIAN_FRONTEND", "noninteractive");
         run(&mut command)
     };
     apt(&["update"])
@@ -184,14 +152,8 @@ mod tests {
     #[test]
     fn locked_version_reads_the_line_after_the_name() {
         let lock = "[[package]]\nname = \"wasm-bindgen\"\nversion = \"0.2.130\"\n\n[[package]]\nname = \"wasm-bindgen-futures\"\nversion = \"0.4.80\"\n";
-        assert_eq!(
-            locked_version(lock, "wasm-bindgen").as_deref(),
-            Some("0.2.130")
-        );
-        assert_eq!(
-            locked_version(lock, "wasm-bindgen-futures").as_deref(),
-            Some("0.4.80")
-        );
+        assert_eq!(locked_version(lock, "wasm-bindgen").as_deref(), Some("0.2.130"));
+        assert_eq!(locked_version(lock, "wasm-bindgen-futures").as_deref(), Some("0.4.80"));
         assert_eq!(locked_version(lock, "web-sys"), None);
     }
 }

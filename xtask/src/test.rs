@@ -10,91 +10,69 @@ use crate::process::{cargo, cargo_exe, run, start_server, step};
 use crate::setup::{self, WASM_TARGET};
 use crate::{bundle, target_dir};
 
+const CLIPPY_NATIVE: &[&str] =
+    &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"];
+const CLIPPY_WASM: &[&str] = &[
+    "clippy",
+    "--package",
+    "web",
+    "--package",
+    "wire",
+    "--all-targets",
+    "--target",
+    WASM_TARGET,
+    "--locked",
+    "--",
+    "-D",
+    "warnings",
+];
+const FIX_WARNINGS: &str = "fix the warnings printed above";
+const SEE_FAILURES: &str = "see the failing tests above (`cargo test -p PACKAGE NAME` reruns one)";
+
 pub fn all(root: &Path) -> Result<()> {
     let started = Instant::now();
     setup::tools(root, true)?;
     let chromedriver =
         find_on_path("chromedriver").context("chromedriver not found after setup")?;
     let server_bin = target_dir(root).join("debug/server");
+    let dist = root.join("dist");
 
     step("formatting (cargo fmt --check)", || {
-        cargo(root, &["fmt", "--all", "--check"])
-            .context("run `cargo fmt --all` to fix the formatting")
+        cargo(root, &["fmt", "--all", "--check"]).context("run `cargo fmt --all` to fix it")
     })?;
-    step("clippy, native", || {
-        cargo(
-            root,
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--locked",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        )
-    })?;
-    step("clippy, wasm32", || {
-        let args = [
-            "clippy",
-            "--package",
-            "web",
-            "--package",
-            "wire",
-            "--all-targets",
-            "--target",
-            WASM_TARGET,
-        ];
-        cargo(
-            root,
-            &[&args[..], &["--locked", "--", "-D", "warnings"]].concat(),
-        )
-    })?;
+    step("clippy, native", || cargo(root, CLIPPY_NATIVE).context(FIX_WARNINGS))?;
+    step("clippy, wasm32", || cargo(root, CLIPPY_WASM).context(FIX_WARNINGS))?;
     bundle::build_release(root)?;
     bundle::print_size(root)?;
-    step(
-        "unit, integration and end-to-end tests (cargo test --workspace)",
-        || {
-            run(Command::new(cargo_exe())
-                .args(["test", "--workspace", "--locked"])
-                .env("E2E_SERVER_BIN", &server_bin)
-                .env("E2E_DIST", root.join("dist"))
-                .env("CHROMEDRIVER", &chromedriver)
-                .current_dir(root))
-        },
-    )?;
-    step(
-        "browser tests (wasm-bindgen-test in headless Chromium)",
-        || {
-            let (_server, addr) = start_server(&server_bin, &root.join("dist"))?;
-            run(Command::new(cargo_exe())
-                .args([
-                    "test",
-                    "--package",
-                    "web",
-                    "--target",
-                    WASM_TARGET,
-                    "--locked",
-                ])
-                .env("WS_TEST_URL", format!("ws://{addr}{}", wire::WS_PATH))
-                .env("CHROMEDRIVER", &chromedriver)
-                .env("WASM_BINDGEN_TEST_DRIVER_TIMEOUT", "30")
-                .env("WASM_BINDGEN_TEST_TIMEOUT", "60")
-                .current_dir(root))
-        },
-    )?;
-    println!(
-        "==> all checks passed in {:.0}s",
-        started.elapsed().as_secs_f64()
-    );
+    step("unit, integration and end-to-end tests (cargo test --workspace)", || {
+        let mut command = Command::new(cargo_exe());
+        command
+            .args(["test", "--workspace", "--locked"])
+            .env("E2E_SERVER_BIN", &server_bin)
+            .env("E2E_DIST", &dist)
+            .env("CHROMEDRIVER", &chromedriver)
+            .current_dir(root);
+        run(&mut command).context(SEE_FAILURES)
+    })?;
+    step("browser tests (wasm-bindgen-test in headless Chromium)", || {
+        let (_server, addr) = start_server(&server_bin, &dist)?;
+        let mut command = Command::new(cargo_exe());
+        command
+            .args(["test", "--package", "web", "--target", WASM_TARGET, "--locked"])
+            // Read at compile time by web/tests/browser.rs: the runner passes no environment.
+            .env("WS_TEST_URL", format!("ws://{addr}{}", wire::WS_PATH))
+            .env("CHROMEDRIVER", &chromedriver)
+            .env("WASM_BINDGEN_TEST_DRIVER_TIMEOUT", "30")
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "60")
+            .current_dir(root);
+        run(&mut command).context(SEE_FAILURES)
+    })?;
+    println!("==> all checks passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
 /// The first `name` on `PATH`.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }

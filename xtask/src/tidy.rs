@@ -13,11 +13,7 @@ fn read(path: &str) -> String {
 /// The value of `key = "value"` on a line of a TOML or similar file.
 fn quoted_value(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|line| {
-        let rest = line
-            .trim()
-            .strip_prefix(key)?
-            .trim_start()
-            .strip_prefix('=')?;
+        let rest = line.trim().strip_prefix(key)?.trim_start().strip_prefix('=')?;
         Some(rest.trim().trim_matches('"').to_owned())
     })
 }
@@ -30,10 +26,7 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
         let path = entry.path();
         let name = entry.file_name();
         if path.is_dir() {
-            if !matches!(
-                name.to_str(),
-                Some("target" | "node_modules" | "dist" | ".git")
-            ) {
+            if !matches!(name.to_str(), Some("target" | "node_modules" | "dist" | ".git")) {
                 rust_files(&path, found);
             }
         } else if path.extension().is_some_and(|ext| ext == "rs") {
@@ -49,16 +42,9 @@ fn every_rust_file_starts_with_a_module_doc_line() {
     assert!(files.len() > 10, "found only {files:?}");
     let missing: Vec<_> = files
         .iter()
-        .filter(|file| {
-            !std::fs::read_to_string(file)
-                .unwrap_or_default()
-                .starts_with("//! ")
-        })
+        .filter(|file| !std::fs::read_to_string(file).unwrap_or_default().starts_with("//! "))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "files without a leading `//! ` line: {missing:?}"
-    );
+    assert!(missing.is_empty(), "files without a leading `//! ` line: {missing:?}");
 }
 
 #[test]
@@ -79,10 +65,7 @@ fn wasm_bindgen_pins_agree() {
 
 #[test]
 fn wasm_opt_pins_agree() {
-    assert_eq!(
-        quoted_value(&read("Trunk.toml"), "wasm_opt").as_deref(),
-        Some(WASM_OPT_VERSION)
-    );
+    assert_eq!(quoted_value(&read("Trunk.toml"), "wasm_opt").as_deref(), Some(WASM_OPT_VERSION));
     let major = WASM_OPT_VERSION.trim_start_matches("version_");
     let package = read("tools/package.json");
     assert!(
@@ -94,10 +77,7 @@ fn wasm_opt_pins_agree() {
 #[test]
 fn trunk_proxies_the_websocket_path_to_the_default_port() {
     let backend = quoted_value(&read("Trunk.toml"), "backend").expect("a [[proxy]] backend");
-    assert_eq!(
-        backend,
-        format!("ws://127.0.0.1:{}{}", wire::DEFAULT_PORT, wire::WS_PATH)
-    );
+    assert_eq!(backend, format!("ws://127.0.0.1:{}{}", wire::DEFAULT_PORT, wire::WS_PATH));
 }
 
 #[test]

@@ -44,10 +44,7 @@ async fn argument_mode_prints_greeting_then_each_reply() {
     let app = spawn_app().await;
     let run = client(&["--url", &app.ws_url(), "Hello, World", "straße"], None).await;
     assert!(run.ok, "stderr: {}", run.stderr);
-    assert_eq!(
-        run.stdout,
-        format!("{}\nHELLO, WORLD\nSTRASSE\n", wire::WELCOME)
-    );
+    assert_eq!(run.stdout, format!("{}\nHELLO, WORLD\nSTRASSE\n", wire::WELCOME));
 }
 
 #[tokio::test]

@@ -43,9 +43,7 @@ impl TestServer {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(STEP, task)
-                .await
-                .expect("server stops in time");
+            let result = tokio::time::timeout(STEP, task).await.expect("server stops in time");
             result.expect("server task").expect("server returns Ok");
         }
     }
@@ -71,30 +69,18 @@ pub async fn spawn_app() -> TestServer {
     )
     .expect("write index.html");
     std::fs::write(assets.join("app_bg.wasm"), b"\0asm\x01\0\0\0").expect("write wasm");
-    let mut server = spawn_with(Config {
-        assets: assets.clone(),
-        ..test_config()
-    })
-    .await;
+    let mut server = spawn_with(Config { assets: assets.clone(), ..test_config() }).await;
     server.assets = Some(assets);
     server
 }
 
 /// A server whose assets directory does not exist (the bundle was never built).
 pub async fn spawn_without_bundle() -> TestServer {
-    spawn_with(Config {
-        assets: fresh_dir().join("missing"),
-        ..test_config()
-    })
-    .await
+    spawn_with(Config { assets: fresh_dir().join("missing"), ..test_config() }).await
 }
 
 pub fn test_config() -> Config {
-    Config {
-        port: 0,
-        shutdown_grace: Duration::from_secs(5),
-        ..Config::default()
-    }
+    Config { port: 0, shutdown_grace: Duration::from_secs(5), ..Config::default() }
 }
 
 /// Binds first, then spawns: the port accepts connections before this returns.
@@ -105,12 +91,7 @@ pub async fn spawn_with(config: Config) -> TestServer {
     let task = tokio::spawn(server::run(listener, config, async {
         let _ = rx.await;
     }));
-    TestServer {
-        addr,
-        shutdown: Some(tx),
-        task: Some(task),
-        assets: None,
-    }
+    TestServer { addr, shutdown: Some(tx), task: Some(task), assets: None }
 }
 
 fn fresh_dir() -> PathBuf {

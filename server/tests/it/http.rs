@@ -27,17 +27,8 @@ async fn get(url: &str) -> Reply {
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().expect("ascii").to_owned())
         .unwrap_or_default();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status,
-        content_type,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    Reply { status, content_type, body: String::from_utf8_lossy(&body).into_owned() }
 }
 
 #[tokio::test]
@@ -45,11 +36,7 @@ async fn root_serves_the_bundle_page() {
     let app = spawn_app().await;
     let reply = get(&app.url("/")).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert!(
-        reply.content_type.starts_with("text/html"),
-        "{}",
-        reply.content_type
-    );
+    assert!(reply.content_type.starts_with("text/html"), "{}", reply.content_type);
     assert!(reply.body.contains(PAGE_MARKER), "{}", reply.body);
 }
 
@@ -64,12 +51,7 @@ async fn wasm_is_served_as_application_wasm() {
 #[tokio::test]
 async fn unknown_paths_are_404() {
     let app = spawn_app().await;
-    for path in [
-        "/nope",
-        "/nope/deeper.js",
-        "/../Cargo.toml",
-        "/%2e%2e/Cargo.toml",
-    ] {
+    for path in ["/nope", "/nope/deeper.js", "/../Cargo.toml", "/%2e%2e/Cargo.toml"] {
         let reply = get(&app.url(path)).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
     }
@@ -80,11 +62,7 @@ async fn root_explains_how_to_build_a_missing_bundle() {
     let app = spawn_without_bundle().await;
     let reply = get(&app.url("/")).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        reply.body.contains(server::assets::BUILD_COMMAND),
-        "{}",
-        reply.body
-    );
+    assert!(reply.body.contains(server::assets::BUILD_COMMAND), "{}", reply.body);
 }
 
 #[tokio::test]

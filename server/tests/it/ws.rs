@@ -13,9 +13,7 @@ use crate::helpers::{connect, next, spawn_app, spawn_without_bundle, Socket, STE
 /// then end cleanly.
 async fn expect_close(socket: &mut Socket) -> (u16, String) {
     let code_and_reason = expect_close_frame(socket).await;
-    let end = tokio::time::timeout(STEP, socket.next())
-        .await
-        .expect("stream ends in time");
+    let end = tokio::time::timeout(STEP, socket.next()).await.expect("stream ends in time");
     assert!(end.is_none(), "stream should end after Close, got {end:?}");
     code_and_reason
 }
@@ -61,11 +59,7 @@ async fn text_comes_back_upper_cased_including_unicode() {
         ("", ""),
     ] {
         socket.send(Message::text(sent)).await.expect("send");
-        assert_eq!(
-            next(&mut socket).await,
-            Message::text(expected),
-            "reply to {sent:?}"
-        );
+        assert_eq!(next(&mut socket).await, Message::text(expected), "reply to {sent:?}");
     }
 }
 
@@ -82,10 +76,7 @@ async fn a_hundred_concurrent_connections_each_get_their_own_replies_in_order() 
             let mut socket = connect(&url).await;
             // Pipelined: all messages go out before any reply is read.
             for m in 0..MESSAGES {
-                socket
-                    .feed(Message::text(format!("client {c} message {m}")))
-                    .await
-                    .expect("feed");
+                socket.feed(Message::text(format!("client {c} message {m}"))).await.expect("feed");
             }
             socket.flush().await.expect("flush");
             for m in 0..MESSAGES {
@@ -104,14 +95,8 @@ async fn a_hundred_concurrent_connections_each_get_their_own_replies_in_order() 
 async fn client_close_is_answered_with_the_same_code() {
     let app = spawn_app().await;
     let mut socket = connect(&app.ws_url()).await;
-    let frame = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "bye".into(),
-    };
-    socket
-        .send(Message::Close(Some(frame)))
-        .await
-        .expect("send close");
+    let frame = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+    socket.send(Message::Close(Some(frame))).await.expect("send close");
     let (code, _) = expect_close(&mut socket).await;
     assert_eq!(code, close::NORMAL);
 }
@@ -120,10 +105,7 @@ async fn client_close_is_answered_with_the_same_code() {
 async fn binary_is_refused_with_1003_and_a_reason() {
     let app = spawn_app().await;
     let mut socket = connect(&app.ws_url()).await;
-    socket
-        .send(Message::binary(vec![0xde, 0xad]))
-        .await
-        .expect("send");
+    socket.send(Message::binary(vec![0xde, 0xad])).await.expect("send");
     assert_eq!(
         expect_close(&mut socket).await,
         (close::UNSUPPORTED_DATA, close::REASON_BINARY.to_owned())
@@ -150,10 +132,7 @@ async fn message_at_the_limit_is_answered() {
     let app = spawn_app().await;
     let mut socket = connect(&app.ws_url()).await;
     let text = "a".repeat(wire::limits::MAX_MESSAGE_BYTES);
-    socket
-        .send(Message::text(text.clone()))
-        .await
-        .expect("send");
+    socket.send(Message::text(text.clone())).await.expect("send");
     assert_eq!(next(&mut socket).await, Message::text(wire::reply(&text)));
 }
 
@@ -162,16 +141,10 @@ async fn invalid_utf8_text_is_refused_with_1007() {
     let app = spawn_app().await;
     let mut socket = connect(&app.ws_url()).await;
     let frame = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
-    socket
-        .send(Message::Frame(frame))
-        .await
-        .expect("send raw frame");
+    socket.send(Message::Frame(frame)).await.expect("send raw frame");
     assert_eq!(
         expect_close(&mut socket).await,
-        (
-            close::INVALID_PAYLOAD,
-            close::REASON_INVALID_UTF8.to_owned()
-        )
+        (close::INVALID_PAYLOAD, close::REASON_INVALID_UTF8.to_owned())
     );
 }
 
@@ -197,14 +170,8 @@ async fn shutdown_closes_open_connections_with_1001() {
         expect_close(&mut socket).await,
         (close::GOING_AWAY, close::REASON_SHUTDOWN.to_owned())
     );
-    tokio::time::timeout(STEP, stopping)
-        .await
-        .expect("stops in time")
-        .expect("stop task");
-    assert!(
-        tokio_tungstenite::connect_async(url).await.is_err(),
-        "no longer accepting"
-    );
+    tokio::time::timeout(STEP, stopping).await.expect("stops in time").expect("stop task");
+    assert!(tokio_tungstenite::connect_async(url).await.is_err(), "no longer accepting");
 }
 
 #[tokio::test]
