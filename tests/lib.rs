@@ -1,1 +1,1 @@
-//! Nothing here: the end-to-end tests live in `e2/`; this crate exists to hold them.
+//! Nothing here: the end-to-end tests live in `e2e/`; this crate exists to hold them.

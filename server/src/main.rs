@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     // The one line on stdout: people click it, scripts (`cargo xtask`) parse it.
-    println!("Serving on http://{addr}/");
+    println!("{}{addr}/", wire::SERVING_ON);
     server::run(listener, config, shutdown_signal()).await.context("server failed")
 }
 

@@ -193,7 +193,7 @@ impl Server {
         let addr = proc
             .wait_for_output(Duration::from_secs(30), |out| {
                 out.lines().find_map(|l| {
-                    l.strip_prefix("Serving on http://")?.trim_end_matches('/').parse().ok()
+                    l.strip_prefix(wire::SERVING_ON)?.trim_end_matches('/').parse().ok()
                 })
             })
             .await?;

@@ -18,6 +18,10 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// Port of the original Tornado tutorial.
 pub const DEFAULT_PORT: u16 = 8888;
 
+/// How the `server` binary announces its address on stdout (`Serving on http://ADDR/`);
+/// `cargo xtask` and the end-to-end tests read the address from this line.
+pub const SERVING_ON: &str = "Serving on http://";
+
 /// `ws://127.0.0.1:8888/ws/`: the command-line client's default URL.
 pub fn default_ws_url() -> String {
     format!("ws://{DEFAULT_HOST}:{DEFAULT_PORT}{WS_PATH}")

@@ -155,14 +155,14 @@ pub fn start_server(binary: &Path, assets: &Path) -> Result<(Guard, SocketAddr)>
     Ok((guard, addr))
 }
 
-/// Reads the server's `Serving on http://ADDR/` line (then keeps echoing its stdout).
+/// Reads the server's [`wire::SERVING_ON`] line (then keeps echoing its stdout).
 fn read_served_addr(stdout: std::process::ChildStdout, limit: Duration) -> Result<SocketAddr> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if !sent {
-                if let Some(rest) = line.strip_prefix("Serving on http://") {
+                if let Some(rest) = line.strip_prefix(wire::SERVING_ON) {
                     sent = tx.send(rest.trim_end_matches('/').to_owned()).is_ok();
                     continue;
                 }
