@@ -84,7 +84,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (mut socket, _) = tokio::time::timeout(args.timeout, tokio_tungstenite::connect_async(url))
         .await
         .map_err(|_| anyhow!("timed out after {:?}", args.timeout))
-        .and_then(|connected| connected.map_err(anyhow::Error::from))
+        // tungstenite's message already includes its source; keep the line short.
+        .and_then(|connected| connected.map_err(|error| anyhow!("{error}")))
         .with_context(|| format!("cannot connect to {url}"))?;
 
     let greeting = next_text(&mut socket, args.timeout).await?;
