@@ -21,6 +21,9 @@ use crate::config::parse_duration;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Default `--timeout`.
+pub const DEFAULT_TIMEOUT: &str = "10s";
+
 /// `client [--url URL] [--timeout DURATION] [MESSAGE]...`
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -30,15 +33,17 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
     long_about = "Send messages to the realtime server and print its replies.\n\n\
         Prints the server's greeting, then sends each MESSAGE and prints its reply, one per line. \
         With no MESSAGE, sends each line of standard input and prints replies as they arrive; \
-        end of input closes the connection."
+        end of input closes the connection. Errors are one line on stderr, with exit status 1 \
+        (2 for bad arguments)."
 )]
 pub struct Args {
     /// WebSocket URL of the server (`ws://`; `wss://` is not supported by this build).
     #[arg(long, env = "CLIENT_URL", default_value_t = default_url(), value_parser = parse_url)]
     pub url: Uri,
 
-    /// How long to wait for the connection and for each reply (e.g. `10s`, `500ms`).
-    #[arg(long, env = "CLIENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    /// How long to wait for the connection, for each reply to a MESSAGE argument, and for the
+    /// closing handshake (e.g. `10s`, `500ms`).
+    #[arg(long, env = "CLIENT_TIMEOUT", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
 
     /// Messages to send; without any, lines are read from standard input.
@@ -73,6 +78,21 @@ pub fn parse_url(text: &str) -> Result<Uri, UrlError> {
         return Err(UrlError::Host);
     }
     Ok(uri)
+}
+
+/// Parses the command line; a mistake is reported as one line (`client: error: …`), not as
+/// clap's multi-line usage. `--help` and `--version` print as usual.
+pub fn parse_args() -> Args {
+    Args::try_parse().unwrap_or_else(|error| {
+        use clap::error::ErrorKind;
+        if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            error.exit();
+        }
+        let rendered = error.render().to_string();
+        let first = rendered.lines().next().unwrap_or_default();
+        eprintln!("client: {first} (see `client --help`)");
+        std::process::exit(2);
+    })
 }
 
 /// Runs the client to completion.

@@ -1,6 +1,6 @@
 //! Typed server configuration: command-line flags with environment-variable fallbacks.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,13 +8,15 @@ use clap::Parser;
 
 /// How long shutdown waits for open WebSocket connections to finish their close handshake.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// [`DEFAULT_SHUTDOWN_GRACE`] as `--help` shows it (a test keeps the two equal).
+const DEFAULT_SHUTDOWN_GRACE_TEXT: &str = "5s";
 
 /// Everything the server can be told at start-up. `server --help` shows each default.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "server", version, about = "Serve the realtime page and its WebSocket at /ws/.")]
 pub struct Config {
     /// Address to listen on (`0.0.0.0` or `::` to accept remote connections).
-    #[arg(long, env = "SERVER_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    #[arg(long, env = "SERVER_HOST", default_value_t = IpAddr::V4(wire::DEFAULT_HOST))]
     pub host: IpAddr,
 
     /// TCP port to listen on (0 picks a free one; the chosen URL is printed).
@@ -29,7 +31,7 @@ pub struct Config {
     pub assets: PathBuf,
 
     /// How long shutdown waits for WebSocket connections to close (e.g. `5s`, `250ms`).
-    #[arg(long, env = "SERVER_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "SERVER_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE_TEXT, value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 }
 
@@ -43,7 +45,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host: IpAddr::V4(wire::DEFAULT_HOST),
             port: wire::DEFAULT_PORT,
             assets: default_assets_dir(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -112,6 +114,16 @@ mod tests {
         assert_eq!(config.addr(), "0.0.0.0:9000".parse().expect("addr"));
         assert_eq!(config.assets, PathBuf::from("/srv/app"));
         assert_eq!(config.shutdown_grace, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn flag_defaults_equal_config_default() {
+        // Holds unless SERVER_* variables are set in the test's environment.
+        let parsed = Config::try_parse_from(["server"]).expect("no flags");
+        let default = Config::default();
+        assert_eq!(parsed.addr(), default.addr());
+        assert_eq!(parsed.assets, default.assets);
+        assert_eq!(parsed.shutdown_grace, default.shutdown_grace);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use wire::close;
 
 /// How long to wait for the peer's answer after this side sent a Close frame.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one outgoing frame may wait on a peer that does not read; then the connection is
+/// dropped, so a stalled client cannot pin a task and its buffers forever.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the connection loop does with one incoming frame.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +60,7 @@ where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
 {
     info!(%peer, "New connection");
-    let code = match socket.send(Message::text(wire::WELCOME)).await {
+    let code = match send(&mut socket, Message::text(wire::WELCOME)).await {
         Ok(()) => run_loop(&mut socket, peer, &shutdown).await,
         Err(error) => {
             debug!(%peer, %error, "could not send the greeting");
@@ -77,7 +80,7 @@ where
     loop {
         let frame = tokio::select! {
             () = shutdown.cancelled(), if peer_code.is_none() => {
-                return close_from_here(socket, close::GOING_AWAY, close::REASON_SHUTDOWN).await;
+                return Some(close_from_here(socket, close::GOING_AWAY, close::REASON_SHUTDOWN).await);
             }
             frame = socket.next() => frame,
         };
@@ -88,22 +91,24 @@ where
             Some(Err(error)) => {
                 debug!(%peer, %error, "read failed");
                 return match close_for_error(&error) {
-                    Some((code, reason)) => close_from_here(socket, code, reason).await,
+                    Some((code, reason)) => Some(close_from_here(socket, code, reason).await),
                     None => peer_code,
                 };
             }
         };
+        if let Message::Text(text) = &message {
+            debug!(%peer, len = text.len(), text = text.as_str(), "New message");
+        }
         match respond(&message) {
             Action::Reply(reply) => {
-                if let Message::Text(text) = &message {
-                    debug!(%peer, len = text.len(), text = text.as_str(), "New message");
-                }
-                if let Err(error) = socket.send(Message::text(reply)).await {
-                    debug!(%peer, %error, "send failed");
+                if let Err(error) = send(socket, Message::text(reply)).await {
+                    debug!(%peer, %error, "could not send the reply");
                     return peer_code;
                 }
             }
-            Action::Close(code, reason) => return close_from_here(socket, code, reason).await,
+            Action::Close(code, reason) => {
+                return Some(close_from_here(socket, code, reason).await)
+            }
             // tungstenite queues the answering Close; the next read flushes it and ends.
             Action::PeerClosed(code) => peer_code = Some(code.unwrap_or(close::NO_STATUS)),
             Action::Nothing => {}
@@ -111,19 +116,39 @@ where
     }
 }
 
-/// Sends a Close frame and waits (bounded) for the peer to answer it.
-async fn close_from_here<S>(socket: &mut S, code: u16, reason: &'static str) -> Option<u16>
+/// Why an outgoing frame did not go out.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Socket(#[from] axum::Error),
+    #[error("the peer read nothing for {SEND_TIMEOUT:?}")]
+    Stalled,
+}
+
+/// Sends one frame, giving up on a peer that has stopped reading.
+async fn send<S>(socket: &mut S, message: Message) -> Result<(), SendError>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(sent) => Ok(sent?),
+        Err(_) => Err(SendError::Stalled),
+    }
+}
+
+/// Sends a Close frame with `code`, waits (bounded) for the peer to answer it, and returns
+/// `code`: whatever the peer does, that is how this side closed.
+async fn close_from_here<S>(socket: &mut S, code: u16, reason: &'static str) -> u16
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
 {
     let frame = CloseFrame { code, reason: reason.into() };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
-        return Some(code);
+    if send(socket, Message::Close(Some(frame))).await.is_ok() {
+        let drain = async { while let Some(Ok(_)) = socket.next().await {} };
+        // The timeout only stops waiting for a silent peer.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
     }
-    let drain = async { while let Some(Ok(_)) = socket.next().await {} };
-    // Either way the connection is over; the timeout only stops waiting for a silent peer.
-    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
-    Some(code)
+    code
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ pub mod connection;
 pub mod telemetry;
 pub mod ws;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -53,8 +53,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` completes, then sends Close 1001 to every open
-/// WebSocket and waits up to `config.shutdown_grace` for them to finish.
+/// Serves on `listener` until `shutdown` completes, then stops accepting, sends Close 1001 to
+/// every open WebSocket and waits for HTTP requests and WebSocket connections to finish, at
+/// most `config.shutdown_grace` in all.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -66,22 +67,33 @@ pub async fn run(
     let grace = state.config.shutdown_grace;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
 
-    let signal = token.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            signal.cancel();
-        })
-        .await?;
+    let mut serve = std::pin::pin!(axum::serve(listener, app)
+        .with_graceful_shutdown(token.clone().cancelled_owned())
+        .into_future());
+    tokio::select! {
+        // Only an accept error ends serving before the signal.
+        result = &mut serve => return result,
+        () = shutdown => token.cancel(),
+    }
 
-    // `with_graceful_shutdown` does not wait for upgraded connections; the tracker does.
-    token.cancel();
+    // `with_graceful_shutdown` does not wait for upgraded connections; the tracker does. One
+    // deadline covers both, so a silent HTTP client cannot hold shutdown up either.
     tracker.close();
-    if !tracker.is_empty() {
-        info!(connections = tracker.len(), "closing WebSocket connections");
+    info!(connections = tracker.len(), "shutting down");
+    let drain = async {
+        let served = serve.await;
+        tracker.wait().await;
+        served
+    };
+    match tokio::time::timeout(grace, drain).await {
+        Ok(served) => served,
+        Err(_) => {
+            warn!(
+                connections = tracker.len(),
+                ?grace,
+                "still open after the grace period; closing"
+            );
+            Ok(())
+        }
     }
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        warn!(connections = tracker.len(), ?grace, "connections still open after the grace period");
-    }
-    Ok(())
 }

@@ -1,6 +1,8 @@
 //! `server`: parses flags, sets up logging, binds, prints the URL and runs until Ctrl-C or
 //! SIGTERM.
 
+use std::future::Future;
+
 use anyhow::Context;
 use clap::Parser;
 use server::Config;
@@ -21,32 +23,33 @@ async fn main() -> anyhow::Result<()> {
             server::assets::BUILD_COMMAND
         );
     }
+    let shutdown = shutdown_signal()?;
     // The one line on stdout: people click it, scripts (`cargo xtask`) parse it.
     println!("{}{addr}/", wire::SERVING_ON);
-    server::run(listener, config, shutdown_signal()).await.context("server failed")
+    server::run(listener, config, shutdown).await.context("server failed")
 }
 
-/// Completes on Ctrl-C or, on Unix, SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Registers the Ctrl-C and SIGTERM handlers now (before the URL is announced, so a
+/// supervisor's SIGTERM always means a graceful stop) and completes on either.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
+    })
 }

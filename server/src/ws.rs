@@ -18,10 +18,15 @@ pub async fn handler(
     State(state): State<AppState>,
 ) -> Response {
     let shutdown = state.shutdown.child_token();
-    let tracker = state.tracker.clone();
+    // Taken now, not when the upgrade completes: a connection upgraded while the server is
+    // shutting down is still waited for, and still gets its Close 1001.
+    let tracked = state.tracker.token();
     upgrade
         .max_message_size(wire::limits::MAX_MESSAGE_BYTES)
         .max_frame_size(wire::limits::MAX_MESSAGE_BYTES)
         .on_failed_upgrade(move |error| warn!(%peer, %error, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| tracker.track_future(connection::serve(socket, peer, shutdown)))
+        .on_upgrade(move |socket| async move {
+            connection::serve(socket, peer, shutdown).await;
+            drop(tracked);
+        })
 }

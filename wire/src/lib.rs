@@ -3,6 +3,8 @@
 //!
 //! No dependencies, so the wasm bundle and the native binaries can both import it.
 
+use std::net::{Ipv4Addr, SocketAddr};
+
 /// The WebSocket endpoint. The server also answers on [`WS_PATH_NO_SLASH`].
 pub const WS_PATH: &str = "/ws/";
 /// `/ws` without the trailing slash, routed to the same handler for forgiving clients.
@@ -14,13 +16,18 @@ pub const WELCOME: &str = "Welcome!";
 pub const HELLO: &str = "Hello there!";
 
 /// Address the server binds and the command-line client connects to by default.
-pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 /// Port of the original Tornado tutorial.
 pub const DEFAULT_PORT: u16 = 8888;
 
 /// How the `server` binary announces its address on stdout (`Serving on http://ADDR/`);
-/// `cargo xtask` and the end-to-end tests read the address from this line.
+/// `cargo xtask` and the end-to-end tests read the address back with [`served_addr`].
 pub const SERVING_ON: &str = "Serving on http://";
+
+/// The address in a [`SERVING_ON`] line, if `line` is one.
+pub fn served_addr(line: &str) -> Option<SocketAddr> {
+    line.trim().strip_prefix(SERVING_ON)?.trim_end_matches('/').parse().ok()
+}
 
 /// `ws://127.0.0.1:8888/ws/`: the command-line client's default URL.
 pub fn default_ws_url() -> String {
@@ -116,6 +123,15 @@ mod tests {
         ] {
             assert!(reason.len() <= 123, "{reason}");
         }
+    }
+
+    #[test]
+    fn served_addr_reads_the_announced_address_back() {
+        let addr: SocketAddr = "127.0.0.1:41234".parse().expect("addr");
+        assert_eq!(served_addr(&format!("{SERVING_ON}{addr}/\n")), Some(addr));
+        let v6: SocketAddr = "[::1]:8888".parse().expect("addr");
+        assert_eq!(served_addr(&format!("{SERVING_ON}{v6}/")), Some(v6));
+        assert_eq!(served_addr("INFO New connection"), None);
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! `client`: the tutorial's command-line WebSocket client. See [`server::client`].
 
-use clap::Parser;
+use std::io::Write;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> std::process::ExitCode {
-    let args = server::client::Args::parse();
-    match server::client::run(args).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+async fn main() {
+    let args = server::client::parse_args();
+    let code = match server::client::run(args).await {
+        Ok(()) => 0,
         Err(error) => {
             eprintln!("client: error: {error:#}");
-            std::process::ExitCode::FAILURE
+            1
         }
-    }
+    };
+    let _ = std::io::stdout().flush();
+    // Exit here rather than return: a pending read of standard input (stdin mode) would keep
+    // the runtime, and so the process, alive until the user typed another line.
+    std::process::exit(code);
 }

@@ -2,7 +2,7 @@
 
 use std::process::Stdio;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use crate::helpers::{spawn_app, STEP};
@@ -63,7 +63,7 @@ async fn nothing_listening_is_a_one_line_error_and_failure() {
         .local_addr()
         .expect("addr")
         .port();
-    let url = format!("ws://127.0.0.1:{port}/ws/");
+    let url = format!("ws://127.0.0.1:{port}{}", wire::WS_PATH);
     let run = client(&["--url", &url, "hi"], None).await;
     assert!(!run.ok);
     assert_eq!(run.stdout, "");
@@ -73,8 +73,38 @@ async fn nothing_listening_is_a_one_line_error_and_failure() {
 }
 
 #[tokio::test]
-async fn a_non_websocket_url_is_refused() {
-    let run = client(&["--url", "http://127.0.0.1:1/ws/", "hi"], None).await;
+async fn a_non_websocket_url_is_a_one_line_error() {
+    let run = client(&["--url", &format!("http://127.0.0.1:1{}", wire::WS_PATH), "hi"], None).await;
     assert!(!run.ok);
-    assert!(run.stderr.contains("ws://"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.starts_with("client: error:"), "{}", run.stderr);
+    assert!(run.stderr.contains("must start with ws://"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn a_server_going_away_mid_conversation_is_a_one_line_error() {
+    let app = spawn_app().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(["--url", &app.ws_url()])
+        .env_remove("CLIENT_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn client");
+    // Standard input stays open: the client waits in stdin mode until the server leaves.
+    let _stdin = child.stdin.take();
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let greeting = tokio::time::timeout(STEP, stdout.next_line()).await.expect("greeting in time");
+    assert_eq!(greeting.expect("read").as_deref(), Some(wire::WELCOME));
+
+    app.stop().await;
+    let output =
+        tokio::time::timeout(STEP, child.wait_with_output()).await.expect("exits").expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let code = wire::close::GOING_AWAY.to_string();
+    assert!(stderr.contains(&code) && stderr.contains(wire::close::REASON_SHUTDOWN), "{stderr}");
 }
