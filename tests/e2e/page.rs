@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 
+use web::session::lines;
+
 use crate::support::{free_port, Browser, Paths, Proc, Server};
 
 /// Long enough for a loaded CI machine; a passing run takes about a second.
@@ -12,10 +14,10 @@ const PAGE_LIMIT: Duration = Duration::from_secs(30);
 /// What a fresh load of the page shows once the conversation has happened.
 fn expected_open_lines() -> Vec<String> {
     vec![
-        "WebSocket is supported by your browser.".to_owned(),
-        "Connection is opened ...".to_owned(),
-        format!("Message is received: {}", wire::WELCOME),
-        format!("Message is received: {}", wire::reply(wire::HELLO)),
+        lines::SUPPORTED.to_owned(),
+        lines::OPENED.to_owned(),
+        lines::received(wire::WELCOME),
+        lines::received(&wire::reply(wire::HELLO)),
     ]
 }
 
@@ -26,8 +28,8 @@ async fn served_page_logs_the_conversation_then_the_close() -> Result<()> {
     let browser = Browser::start(&paths).await?;
 
     browser.client.goto(&server.url("/")).await?;
-    let lines = browser.wait_for_lines(4, PAGE_LIMIT).await?;
-    assert_eq!(lines, expected_open_lines());
+    let shown = browser.wait_for_lines(4, PAGE_LIMIT).await?;
+    assert_eq!(shown, expected_open_lines());
     assert_eq!(browser.status().await?.as_deref(), Some("open"));
 
     let png = browser.client.screenshot().await?;
@@ -36,10 +38,10 @@ async fn served_page_logs_the_conversation_then_the_close() -> Result<()> {
 
     // A graceful stop closes the socket with 1001; the page must say it is closed.
     server.proc.terminate()?;
-    let lines = browser.wait_for_lines(5, PAGE_LIMIT).await?;
-    assert_eq!(lines[..4], expected_open_lines()[..]);
-    assert_eq!(lines[4], "Connection is closed ...");
-    assert_eq!(lines.len(), 5, "{lines:?}");
+    let shown = browser.wait_for_lines(5, PAGE_LIMIT).await?;
+    assert_eq!(shown[..4], expected_open_lines()[..]);
+    assert_eq!(shown[4], lines::CLOSED);
+    assert_eq!(shown.len(), 5, "{shown:?}");
     assert_eq!(browser.status().await?.as_deref(), Some("closed"));
     browser.close().await?;
 
@@ -60,9 +62,9 @@ async fn page_through_trunk_serve_reaches_the_server_via_its_proxy() -> Result<(
     let browser = Browser::start(&paths).await?;
 
     browser.client.goto(&trunk.url).await?;
-    let lines = browser.wait_for_lines(4, PAGE_LIMIT).await;
-    let lines = lines.with_context(|| format!("trunk output:\n{}", trunk.proc.output()))?;
-    assert_eq!(lines, expected_open_lines());
+    let shown = browser.wait_for_lines(4, PAGE_LIMIT).await;
+    let shown = shown.with_context(|| format!("trunk output:\n{}", trunk.proc.output()))?;
+    assert_eq!(shown, expected_open_lines());
     browser.close().await?;
     Ok(())
 }
@@ -101,7 +103,7 @@ impl Trunk {
             .arg(dir.join("Trunk.toml"))
             .args(["--release", "--no-autoreload", "--port", &port.to_string()])
             .env("TRUNK_SKIP_VERSION_CHECK", "true");
-        let mut proc = Proc::spawn("trunk serve", &mut command)?;
+        let mut proc = Proc::spawn_group("trunk serve", &mut command)?;
         // Trunk builds first (cargo has the release bundle cached) and then listens.
         proc.wait_for_output(Duration::from_secs(300), |out| {
             out.contains("server listening at").then_some(())

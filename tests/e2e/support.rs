@@ -12,6 +12,7 @@ use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
+use web::page::LOG_ID;
 
 /// How often readiness is polled.
 const POLL: Duration = Duration::from_millis(50);
@@ -61,17 +62,33 @@ impl Paths {
     }
 }
 
-/// A child process in its own process group, with its output captured; the whole group is
-/// killed when the guard is dropped (also when a test panics).
+/// A child process with its output captured, killed when the guard is dropped (also when a
+/// test panics).
 pub struct Proc {
     name: &'static str,
     child: tokio::process::Child,
     output: Arc<Mutex<String>>,
+    group: bool,
 }
 
 impl Proc {
+    /// Spawns a single process. It stays in the test's process group, so Ctrl-C on the test
+    /// run reaches it too.
     pub fn spawn(name: &'static str, command: &mut Command) -> Result<Self> {
-        command.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        Self::spawn_inner(name, command, false)
+    }
+
+    /// Spawns a process that starts children of its own (chromedriver starts Chromium, trunk
+    /// starts cargo) in a new process group, so dropping the guard stops all of them.
+    pub fn spawn_group(name: &'static str, command: &mut Command) -> Result<Self> {
+        Self::spawn_inner(name, command, true)
+    }
+
+    fn spawn_inner(name: &'static str, command: &mut Command, group: bool) -> Result<Self> {
+        if group {
+            command.process_group(0);
+        }
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child =
             command.spawn().with_context(|| format!("cannot start {name} ({command:?})"))?;
         let output = Arc::new(Mutex::new(String::new()));
@@ -81,7 +98,7 @@ impl Proc {
         if let Some(stderr) = child.stderr.take() {
             collect(stderr, Arc::clone(&output));
         }
-        Ok(Self { name, child, output })
+        Ok(Self { name, child, output, group })
     }
 
     /// Everything the process printed so far.
@@ -118,9 +135,7 @@ impl Proc {
     /// Sends SIGTERM to the process (not its group): a graceful stop.
     pub fn terminate(&self) -> Result<()> {
         let pid = self.child.id().context("process already reaped")?;
-        let status =
-            std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
-        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        anyhow::ensure!(signal("TERM", &pid.to_string()), "kill -TERM {pid} failed");
         Ok(())
     }
 
@@ -137,14 +152,21 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .stderr(Stdio::null())
-                .status();
+        if let (true, Some(pid)) = (self.group, self.child.id()) {
+            signal("KILL", &format!("-{pid}"));
         }
         let _ = self.child.start_kill();
     }
+}
+
+/// `kill -s SIG -- TARGET` with `sh`'s built-in `kill` (no procps needed); a negative target
+/// is a process group. Returns whether it worked.
+fn signal(sig: &str, target: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", "kill -s \"$0\" -- \"$1\"", sig, target])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 fn collect(stream: impl AsyncRead + Unpin + Send + 'static, output: Arc<Mutex<String>>) {
@@ -191,11 +213,7 @@ impl Server {
             .env("RUST_LOG", "server=debug");
         let mut proc = Proc::spawn("server", &mut command)?;
         let addr = proc
-            .wait_for_output(Duration::from_secs(30), |out| {
-                out.lines().find_map(|l| {
-                    l.strip_prefix(wire::SERVING_ON)?.trim_end_matches('/').parse().ok()
-                })
-            })
+            .wait_for_output(Duration::from_secs(30), |out| out.lines().find_map(wire::served_addr))
             .await?;
         Ok(Self { proc, addr })
     }
@@ -213,13 +231,16 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start(paths: &Paths) -> Result<Self> {
-        let port = free_port()?;
+        // Port 0: chromedriver picks a free port and prints it.
         let mut command = Command::new(&paths.chromedriver);
-        command.arg(format!("--port={port}"));
-        let driver = Proc::spawn("chromedriver", &mut command)?;
-        wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30))
-            .await
-            .with_context(|| format!("chromedriver output:\n{}", driver.output()))?;
+        command.arg("--port=0");
+        let mut driver = Proc::spawn_group("chromedriver", &mut command)?;
+        let port: u16 = driver
+            .wait_for_output(Duration::from_secs(30), |out| {
+                let rest = out.split("started successfully on port ").nth(1)?;
+                rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            })
+            .await?;
 
         let capabilities = serde_json::json!({
             "goog:chromeOptions": {
@@ -246,8 +267,10 @@ impl Browser {
 
     /// The text of each line in the page's log, exactly as inserted.
     pub async fn log_lines(&self) -> Result<Vec<String>> {
-        let script = "return Array.from(document.querySelectorAll('#log p'), p => p.textContent);";
-        let value = self.client.execute(script, vec![]).await?;
+        let script = format!(
+            "return Array.from(document.querySelectorAll('#{LOG_ID} p'), p => p.textContent);"
+        );
+        let value = self.client.execute(&script, vec![]).await?;
         Ok(serde_json::from_value(value)?)
     }
 
@@ -255,7 +278,7 @@ impl Browser {
     pub async fn status(&self) -> Result<Option<String>> {
         let value = self
             .client
-            .execute("return document.getElementById('log').dataset.status;", vec![])
+            .execute(&format!("return document.getElementById('{LOG_ID}').dataset.status;"), vec![])
             .await?;
         Ok(value.as_str().map(str::to_owned))
     }

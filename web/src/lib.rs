@@ -70,8 +70,13 @@ fn try_start() -> Result<(), JsValue> {
     Ok(())
 }
 
-/// Applies `event` to the session and shows the result.
+/// Applies `event` to the session and shows the result. The close line is the tutorial's;
+/// its code and reason go to the console.
 fn show(log: &Log, session: &mut Session, event: Event) {
+    if let Event::Closed { code, reason, clean } = &event {
+        let detail = format!("WebSocket closed: code {code}, reason \"{reason}\", clean {clean}");
+        web_sys::console::info_1(&detail.into());
+    }
     let line = session.apply(&event);
     let shown = log.append(&line).and_then(|()| log.set_status(session.status));
     if let Err(error) = shown {

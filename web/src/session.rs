@@ -1,5 +1,20 @@
 //! The conversation's state and what each event shows, apart from the DOM that shows it.
 
+/// The page's wording, the tutorial's own. The end-to-end tests assert against these.
+pub mod lines {
+    pub const SUPPORTED: &str = "WebSocket is supported by your browser.";
+    pub const UNSUPPORTED: &str = "WebSocket not supported by your browser.";
+    pub const OPENED: &str = "Connection is opened ...";
+    /// Followed by the message's text.
+    pub const RECEIVED: &str = "Message is received: ";
+    pub const CLOSED: &str = "Connection is closed ...";
+
+    /// The line for a received text message.
+    pub fn received(text: &str) -> String {
+        format!("{RECEIVED}{text}")
+    }
+}
+
 /// Something that happened to the connection, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -37,43 +52,36 @@ impl Status {
     }
 }
 
-/// The state a page shows: the connection's status and how many messages arrived.
+/// The state a page shows: where the connection is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub status: Status,
-    pub received: usize,
 }
 
 impl Default for Session {
     fn default() -> Self {
-        Self { status: Status::Connecting, received: 0 }
+        Self { status: Status::Connecting }
     }
 }
 
 impl Session {
-    /// Applies `event` and returns the line the page logs for it, the tutorial's wording.
+    /// Applies `event` and returns the line the page logs for it.
     pub fn apply(&mut self, event: &Event) -> String {
         match event {
-            Event::Supported(true) => "WebSocket is supported by your browser.".to_owned(),
+            Event::Supported(true) => lines::SUPPORTED.to_owned(),
             Event::Supported(false) => {
                 self.status = Status::Unsupported;
-                "WebSocket not supported by your browser.".to_owned()
+                lines::UNSUPPORTED.to_owned()
             }
             Event::Opened => {
                 self.status = Status::Open;
-                "Connection is opened ...".to_owned()
+                lines::OPENED.to_owned()
             }
-            Event::Received(text) => {
-                self.received += 1;
-                format!("Message is received: {text}")
-            }
-            Event::ReceivedBinary(len) => {
-                self.received += 1;
-                format!("Message is received: <{len} bytes of binary data>")
-            }
+            Event::Received(text) => lines::received(text),
+            Event::ReceivedBinary(len) => lines::received(&format!("<{len} bytes of binary data>")),
             Event::Closed { .. } => {
                 self.status = Status::Closed;
-                "Connection is closed ...".to_owned()
+                lines::CLOSED.to_owned()
             }
         }
     }
@@ -108,7 +116,7 @@ mod tests {
                 "Connection is closed ...",
             ]
         );
-        assert_eq!(session, Session { status: Status::Closed, received: 2 });
+        assert_eq!(session, Session { status: Status::Closed });
     }
 
     #[test]

@@ -3,10 +3,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use tokio::process::{Child, Command};
 
-use crate::process::{cargo, step};
+use crate::process::{cargo, signal, step};
+
+/// `trunk serve`'s port, from `[serve]` in Trunk.toml (a tidy test keeps them equal).
+pub const TRUNK_PORT: u16 = 8080;
 
 /// How long each child gets to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -31,26 +34,31 @@ pub fn run(root: &Path) -> Result<()> {
             .spawn()
             .context("cannot start `trunk serve`")?;
         println!(
-            "==> page: http://127.0.0.1:8080/ (trunk serve, rebuilds on change); server: \
+            "==> page: http://127.0.0.1:{TRUNK_PORT}/ (trunk serve, rebuilds on change); server: \
              http://127.0.0.1:{}/; Ctrl-C stops both",
             wire::DEFAULT_PORT
         );
         let outcome = tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C").map(|()| "Ctrl-C"),
-            status = server.wait() => status.map(|_| "the server exited").context("server"),
-            status = trunk.wait() => status.map(|_| "trunk exited").context("trunk"),
-        }?;
-        println!("==> {outcome}: stopping the server and trunk");
+            result = tokio::signal::ctrl_c() => {
+                result.context("waiting for Ctrl-C")?;
+                Ok(())
+            }
+            status = server.wait() => Err(anyhow!("the server exited ({})", status?)),
+            status = trunk.wait() => Err(anyhow!("trunk serve exited ({})", status?)),
+        };
+        println!("==> stopping the server and trunk");
         stop(&mut server).await;
         stop(&mut trunk).await;
-        Ok(())
+        outcome.with_context(|| {
+            format!("see the output above (is port {} or {TRUNK_PORT} in use?)", wire::DEFAULT_PORT)
+        })
     })
 }
 
 /// SIGTERM, a bounded wait, then SIGKILL. (From a terminal, Ctrl-C reached the child too.)
 async fn stop(child: &mut Child) {
     if let (Ok(None), Some(pid)) = (child.try_wait(), child.id()) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        signal("TERM", &pid.to_string());
     }
     if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
         let _ = child.kill().await;

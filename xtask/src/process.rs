@@ -89,54 +89,37 @@ pub fn exec_server(root: &Path, binary: &Path, args: &[String]) -> Result<()> {
     run(&mut command)
 }
 
-/// A child process killed (with its process group) and reaped when dropped.
+/// The server as a child process; stopped (SIGTERM, then SIGKILL) when dropped. It shares
+/// xtask's process group, so Ctrl-C in the terminal reaches it as well.
 pub struct Guard {
     child: Child,
 }
 
-impl Guard {
-    /// Spawns `command` in a process group of its own.
-    pub fn spawn(command: &mut Command) -> Result<Self> {
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(command, 0);
-        let line = describe(command);
-        let child = command.spawn().with_context(|| format!("cannot start `{line}`"))?;
-        Ok(Self { child })
-    }
-
-    /// The child's stdout, if piped.
-    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
-        self.child.stdout.take()
-    }
-}
-
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        #[cfg(unix)]
-        {
-            // SIGTERM to the whole group first (the server drains, trunk stops cargo).
-            let group = format!("-{}", self.child.id());
-            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        if let Ok(None) = self.child.try_wait() {
+            signal("TERM", &self.child.id().to_string());
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", "--", &group])
-                        .stderr(Stdio::null())
-                        .status();
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(20));
             }
-            let _ =
-                Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `kill -s SIG -- TARGET` with `sh`'s built-in `kill` (no procps needed). Returns whether it
+/// worked.
+pub fn signal(sig: &str, target: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", "kill -s \"$0\" -- \"$1\"", sig, target])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Starts the server binary on a free port and returns once it printed its URL.
@@ -149,8 +132,10 @@ pub fn start_server(binary: &Path, assets: &Path) -> Result<(Guard, SocketAddr)>
         .args(["--host", "127.0.0.1", "--port", "0", "--assets"])
         .arg(assets)
         .stdout(Stdio::piped());
-    let mut guard = Guard::spawn(&mut command)?;
-    let stdout = guard.take_stdout().context("server stdout")?;
+    let mut child =
+        command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let guard = Guard { child };
     let addr = read_served_addr(stdout, Duration::from_secs(60))?;
     Ok((guard, addr))
 }
@@ -161,15 +146,11 @@ fn read_served_addr(stdout: std::process::ChildStdout, limit: Duration) -> Resul
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent {
-                if let Some(rest) = line.strip_prefix(wire::SERVING_ON) {
-                    sent = tx.send(rest.trim_end_matches('/').to_owned()).is_ok();
-                    continue;
-                }
+            match wire::served_addr(&line) {
+                Some(addr) if !sent => sent = tx.send(addr).is_ok(),
+                _ => println!("server: {line}"),
             }
-            println!("server: {line}");
         }
     });
-    let addr = rx.recv_timeout(limit).context("the server did not print its address in time")?;
-    addr.parse().with_context(|| format!("unexpected server address {addr:?}"))
+    rx.recv_timeout(limit).context("the server did not print its address in time")
 }

@@ -23,15 +23,11 @@ pub fn tools(root: &Path, browser: bool) -> Result<()> {
     let started = Instant::now();
     wasm_target()?;
     let bindgen = wasm_bindgen_version(root)?;
-    cargo_tool("wasm-bindgen", "wasm-bindgen-cli", &bindgen, &["--version", &bindgen])?;
-    cargo_tool(
-        "trunk",
-        "trunk",
-        TRUNK_VERSION,
-        &["--version", TRUNK_VERSION, "--locked", "--no-default-features"],
-    )?;
+    cargo_tool("wasm-bindgen", "wasm-bindgen-cli", &bindgen, &[])?;
+    cargo_tool("trunk", "trunk", TRUNK_VERSION, &["--no-default-features"])?;
     wasm_opt(root)?;
     if browser {
+        lint_components()?;
         chromium()?;
     }
     println!("    tools ready in {:.1}s", started.elapsed().as_secs_f64());
@@ -71,13 +67,14 @@ pub fn locked_version(lock: &str, package: &str) -> Option<String> {
 }
 
 /// Installs `krate` with `cargo install` unless `binary --version` already reports `version`.
-fn cargo_tool(binary: &str, krate: &str, version: &str, install_args: &[&str]) -> Result<()> {
+///
+/// `--locked` first, for the dependency versions the tool was released with; if that cannot
+/// resolve (wasm-bindgen-cli 0.2.130's lock names a webpki-roots release the registry lacks),
+/// once more without it.
+fn cargo_tool(binary: &str, krate: &str, version: &str, extra: &[&str]) -> Result<()> {
     let found = output(binary, &["--version"]);
     let wanted = format!("{binary} {version}");
-    if found
-        .as_deref()
-        .is_some_and(|v| v.split_whitespace().take(2).collect::<Vec<_>>().join(" ") == wanted)
-    {
+    if found.as_deref().is_some_and(|v| v.split_whitespace().take(2).eq(wanted.split(' '))) {
         println!("    {binary} {version}: present");
         return Ok(());
     }
@@ -87,8 +84,33 @@ fn cargo_tool(binary: &str, krate: &str, version: &str, install_args: &[&str]) -
     }
     let minutes = if krate == "trunk" { "about 6 minutes" } else { "about 2 minutes" };
     installing(&format!("{krate} {version} (cargo install)"), minutes);
-    run(Command::new(crate::process::cargo_exe()).arg("install").arg(krate).args(install_args))
+    let install = |locked: bool| {
+        let mut command = Command::new(crate::process::cargo_exe());
+        command.args(["install", krate, "--version", version]).args(extra);
+        if locked {
+            command.arg("--locked");
+        }
+        run(&mut command)
+    };
+    install(true)
+        .or_else(|_| {
+            println!("    retrying without --locked");
+            install(false)
+        })
         .with_context(|| format!("cannot install {krate} {version}"))
+}
+
+/// rustfmt and clippy, which `cargo xtask test` runs (absent from rustup's minimal profile).
+fn lint_components() -> Result<()> {
+    let present =
+        |tool: &str| output(&crate::process::cargo_exe().to_string_lossy(), &[tool, "--version"]);
+    if present("fmt").is_some() && present("clippy").is_some() {
+        println!("    rustfmt + clippy: present");
+        return Ok(());
+    }
+    installing("rustfmt and clippy (rustup component add)", "a few seconds");
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+        .context("cannot add rustfmt and clippy; install them with rustup")
 }
 
 fn wasm_opt(root: &Path) -> Result<()> {
@@ -127,12 +149,11 @@ fn apt_install(packages: &[&str], what: &str) -> Result<()> {
         bail!("apt-get not found: install {} with your package manager", packages.join(" "));
     }
     let apt = |args: &[&str]| {
+        // Through `env`, so the setting survives sudo's environment reset.
         let mut words: Vec<&str> = sudo.to_vec();
-        words.push("apt-get");
+        words.extend_from_slice(&["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
         words.extend_from_slice(args);
-        let mut command = Command::new(words[0]);
-        command.args(&words[1..]).env("DEBIAN_FRONTEND", "noninteractive");
-        run(&mut command)
+        run(Command::new(words[0]).args(&words[1..]))
     };
     apt(&["update"])
         .context("apt-get update failed (run as root, or allow sudo without a password)")?;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::process::{cargo, cargo_exe, run, start_server, step};
 use crate::setup::{self, WASM_TARGET};
@@ -43,7 +43,14 @@ pub fn all(root: &Path) -> Result<()> {
     step("clippy, native", || cargo(root, CLIPPY_NATIVE).context(FIX_WARNINGS))?;
     step("clippy, wasm32", || cargo(root, CLIPPY_WASM).context(FIX_WARNINGS))?;
     bundle::build_release(root)?;
-    bundle::print_size(root)?;
+    let gzip = bundle::print_size(root)?;
+    if gzip > bundle::GZIP_BUDGET {
+        bail!(
+            "the bundle is {gzip} bytes gzipped, over the budget of {} (xtask/src/bundle.rs); \
+             shrink it, or raise the budget and record the new size in the README",
+            bundle::GZIP_BUDGET
+        );
+    }
     step("unit, integration and end-to-end tests (cargo test --workspace)", || {
         let mut command = Command::new(cargo_exe());
         command
@@ -61,6 +68,7 @@ pub fn all(root: &Path) -> Result<()> {
             .args(["test", "--package", "web", "--target", WASM_TARGET, "--locked"])
             // Read at compile time by web/tests/browser.rs: the runner passes no environment.
             .env("WS_TEST_URL", format!("ws://{addr}{}", wire::WS_PATH))
+            .env("WS_TEST_REFUSED_URL", format!("ws://127.0.0.1:{}{}", free_port()?, wire::WS_PATH))
             .env("CHROMEDRIVER", &chromedriver)
             .env("WASM_BINDGEN_TEST_DRIVER_TIMEOUT", "30")
             .env("WASM_BINDGEN_TEST_TIMEOUT", "60")
@@ -69,6 +77,11 @@ pub fn all(root: &Path) -> Result<()> {
     })?;
     println!("==> all checks passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A port nothing listens on: bound, read and released.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The first `name` on `PATH`.

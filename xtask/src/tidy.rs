@@ -81,6 +81,12 @@ fn trunk_proxies_the_websocket_path_to_the_default_port() {
 }
 
 #[test]
+fn dev_announces_the_port_trunk_serves_on() {
+    let port = quoted_value(&read("Trunk.toml"), "port").expect("[serve] port");
+    assert_eq!(port, crate::dev::TRUNK_PORT.to_string());
+}
+
+#[test]
 fn release_bundle_uses_the_size_profile() {
     assert!(read("index.html").contains("data-cargo-profile-release=\"wasm-release\""));
     assert!(read("Cargo.toml").contains("[profile.wasm-release]"));
