@@ -71,3 +71,23 @@ async fn plain_get_on_the_websocket_path_is_a_client_error() {
     let reply = get(&app.url(wire::WS_PATH)).await;
     assert!(reply.status.is_client_error(), "{}", reply.status);
 }
+
+#[tokio::test]
+async fn a_silent_http_client_cannot_hold_up_shutdown_past_the_grace_period() {
+    use tokio::io::AsyncWriteExt;
+
+    let config = server::Config {
+        shutdown_grace: std::time::Duration::from_millis(300),
+        ..crate::helpers::test_config()
+    };
+    let app = crate::helpers::spawn_with(config).await;
+    // Half a request, then silence: hyper keeps waiting for the rest of the headers.
+    let mut stalled = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    stalled.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
+    // Reaching the server is proven by a full request on another connection.
+    assert_eq!(get(&app.url("/nope")).await.status, StatusCode::NOT_FOUND);
+
+    // `stop` fails the test if `run` has not returned within STEP (10 s).
+    app.stop().await;
+    drop(stalled);
+}
