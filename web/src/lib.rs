@@ -45,7 +45,6 @@ fn try_start() -> Result<(), JsValue> {
     if !supported {
         return Ok(());
     }
-    log.set_status(session.status)?;
 
     let url = url::for_page(&window)?;
     wasm_bindgen_futures::spawn_local(async move {

@@ -3,7 +3,7 @@
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use crate::helpers::{spawn_app, STEP};
 
@@ -13,8 +13,9 @@ struct Run {
     stderr: String,
 }
 
-async fn client(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_client"))
+/// The `client` binary with all three standard streams piped, killed if the test fails.
+fn spawn_client(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_client"))
         .args(args)
         .env_remove("CLIENT_URL")
         .stdin(Stdio::piped())
@@ -22,7 +23,12 @@ async fn client(args: &[&str], stdin: Option<&str>) -> Run {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn client");
+        .expect("spawn client")
+}
+
+/// Runs the client to completion with `stdin` as its input.
+async fn client(args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = spawn_client(args);
     let mut pipe = child.stdin.take().expect("stdin");
     if let Some(input) = stdin {
         pipe.write_all(input.as_bytes()).await.expect("write stdin");
@@ -84,15 +90,7 @@ async fn a_non_websocket_url_is_a_one_line_error() {
 #[tokio::test]
 async fn a_server_going_away_mid_conversation_is_a_one_line_error() {
     let app = spawn_app().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_client"))
-        .args(["--url", &app.ws_url()])
-        .env_remove("CLIENT_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn client");
+    let mut child = spawn_client(&["--url", &app.ws_url()]);
     // Standard input stays open: the client waits in stdin mode until the server leaves.
     let _stdin = child.stdin.take();
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
