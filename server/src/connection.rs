@@ -1,113 +1,349 @@
-//! One WebSocket connection: the loop that reads frames, answers them and closes cleanly.
+//! One WebSocket connection: the loop that reads frames, answers them, keeps the connection
+//! alive and closes it cleanly.
 //!
-//! The loop is generic over any `Stream + Sink` of axum messages and is the only place that
-//! talks to the socket; what to do with each frame is decided by the pure [`respond`].
+//! [`serve`] is the only code that talks to an upgraded socket: one task, one `select!` over
+//! the shutdown token, the idle deadline, the ping timer and the next frame. What to do with
+//! each frame is decided by the pure [`respond`]; how the connection ended is one [`Ending`],
+//! logged and counted in one place.
 
-use std::net::SocketAddr;
+use std::fmt;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio_tungstenite::tungstenite;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use wire::close;
 
+use crate::metrics::Metrics;
+use crate::Config;
+
 /// How long to wait for the peer's answer after this side sent a Close frame.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one outgoing frame may wait on a peer that does not read; then the connection is
-/// dropped, so a stalled client cannot pin a task and its buffers forever.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a message that could not be parsed to its end (too big, bad UTF-8, broken framing),
+/// the rest of what the peer sends is read and thrown away, at most this much, so the Close
+/// frame reaches it instead of a TCP reset (see [`close_unread`]).
+pub const DISCARD_LIMIT: u64 = 16 * 1024 * 1024;
 
-/// What the connection loop does with one incoming frame.
+/// tungstenite's read buffer per connection. Its default, 128 KiB, is allocated eagerly for
+/// every socket: 1.3 GB for 10,000 idle connections (axum's defaults hold 137 KB per idle
+/// connection in `cargo xtask bench`). The tutorial's messages are tens of bytes, and 1 KiB
+/// still takes a burst of two dozen of them per `read()`; a bigger message grows the buffer to
+/// its own size on demand (and it keeps that size while the connection lives), read 1 KiB per
+/// call. Measured (docs/BENCHMARKS.md): 4 KiB → 1 KiB took 3 KB off each idle connection and
+/// changed no throughput figure beyond noise.
+pub const READ_BUFFER_SIZE: usize = 1024;
+/// How much outgoing data tungstenite gathers before writing it to the socket when frames
+/// are queued without a flush. Grown on demand, not allocated up front. Every send here
+/// flushes, so this only matters for batching.
+pub const WRITE_BUFFER_SIZE: usize = 8 * 1024;
+/// Upper-casing can make UTF-8 text at most three times longer (`ΐ`, 2 bytes, becomes
+/// `Ϊ́`, 6 bytes), so a reply may be that much bigger than the largest message.
+const MAX_REPLY_GROWTH: usize = 3;
+
+/// What the server does with messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The tutorial: greet with `Welcome!`, answer text upper-cased, refuse binary.
+    Tutorial,
+    /// Conformance testing (`--plain-echo`): no greeting, every message echoed unchanged.
+    PlainEcho,
+}
+
+/// The per-connection part of [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub send_timeout: Duration,
+    pub max_message_size: usize,
+    too_big_reason: Utf8Bytes,
+}
+
+impl Settings {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            mode: if config.plain_echo { Mode::PlainEcho } else { Mode::Tutorial },
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+            send_timeout: config.send_timeout,
+            max_message_size: config.max_message_size,
+            too_big_reason: close::reason_too_big(config.max_message_size).into(),
+        }
+    }
+
+    /// tungstenite's limits and buffers for one connection.
+    ///
+    /// Incoming messages and frames are capped at `--max-message-size`. Outgoing, the loop
+    /// queues the replies to a burst of messages that had already arrived and flushes once
+    /// (waiting at most `--send-timeout`), and it reads nothing new until the flush is done:
+    /// a peer that never reads holds at most `WRITE_BUFFER_SIZE` plus one reply here, and the
+    /// kernel's socket buffers. The write-buffer cap is a second line of defence sized to the
+    /// largest possible reply.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        let largest_reply = self.max_message_size.saturating_mul(MAX_REPLY_GROWTH);
+        WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_SIZE)
+            .write_buffer_size(WRITE_BUFFER_SIZE)
+            .max_write_buffer_size(WRITE_BUFFER_SIZE + largest_reply + 64)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
+    }
+}
+
+/// What the connection loop does with one incoming message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Send this text back.
-    Reply(String),
+    /// Send this message back.
+    Send(Message),
     /// Close the connection with this code and reason.
     Close(u16, &'static str),
     /// The peer started the closing handshake with this code (`None`: no code given).
     PeerClosed(Option<u16>),
-    /// Nothing to send (pings and pongs are answered by the protocol layer).
+    /// Nothing to send (tungstenite answers pings itself; pongs only prove the peer is alive).
     Nothing,
 }
 
-/// The application's rule for one frame: text is answered upper-cased, binary is refused.
-pub fn respond(message: &Message) -> Action {
-    match message {
-        Message::Text(text) => Action::Reply(wire::reply(text.as_str())),
-        Message::Binary(_) => Action::Close(close::UNSUPPORTED_DATA, close::REASON_BINARY),
-        Message::Close(frame) => Action::PeerClosed(frame.as_ref().map(|f| f.code)),
-        Message::Ping(_) | Message::Pong(_) => Action::Nothing,
+/// The application's rule for one message.
+pub fn respond(mode: Mode, message: Message) -> Action {
+    match (mode, message) {
+        (Mode::Tutorial, Message::Text(text)) => Action::Send(Message::text(wire::reply(&text))),
+        (Mode::Tutorial, Message::Binary(_)) => {
+            Action::Close(close::UNSUPPORTED_DATA, close::REASON_BINARY)
+        }
+        (Mode::PlainEcho, message @ (Message::Text(_) | Message::Binary(_))) => {
+            Action::Send(message)
+        }
+        (_, Message::Close(frame)) => Action::PeerClosed(frame.map(|f| f.code.into())),
+        (_, Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Action::Nothing,
     }
 }
 
-/// The close code and reason to send when reading failed, if the peer should get one.
-pub fn close_for_error(error: &axum::Error) -> Option<(u16, &'static str)> {
-    let inner = std::error::Error::source(error)?;
-    match inner.downcast_ref::<tungstenite::Error>()? {
-        tungstenite::Error::Capacity(_) => Some((close::MESSAGE_TOO_BIG, close::REASON_TOO_BIG)),
-        tungstenite::Error::Utf8(_) => Some((close::INVALID_PAYLOAD, close::REASON_INVALID_UTF8)),
-        tungstenite::Error::Protocol(_) => Some((close::PROTOCOL_ERROR, close::REASON_PROTOCOL)),
+/// The close code and reason for a read error the peer should hear about; `None` for errors
+/// where the connection is already gone.
+pub fn close_for_error(
+    error: &tungstenite::Error,
+    settings: &Settings,
+) -> Option<(u16, Utf8Bytes)> {
+    match error {
+        tungstenite::Error::Capacity(_) => {
+            Some((close::MESSAGE_TOO_BIG, settings.too_big_reason.clone()))
+        }
+        tungstenite::Error::Utf8(_) => {
+            Some((close::INVALID_PAYLOAD, close::REASON_INVALID_UTF8.into()))
+        }
+        tungstenite::Error::Protocol(_) => {
+            Some((close::PROTOCOL_ERROR, close::REASON_PROTOCOL.into()))
+        }
         _ => None,
     }
 }
 
-/// Runs one connection to its end: greets, answers each text message in order, and closes
-/// with a code on bad input or when `shutdown` is cancelled.
-pub async fn serve<S>(mut socket: S, peer: SocketAddr, shutdown: CancellationToken)
-where
-    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
-{
-    info!(%peer, "New connection");
-    let code = match send(&mut socket, Message::text(wire::WELCOME)).await {
-        Ok(()) => run_loop(&mut socket, peer, &shutdown).await,
-        Err(error) => {
-            debug!(%peer, %error, "could not send the greeting");
-            None
-        }
-    };
-    info!(%peer, code = code.unwrap_or(close::ABNORMAL), "Connection closed");
+/// Who started a closing handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Server,
+    Peer,
 }
 
-/// The connection's one `select!` loop. Returns the close code, or `None` if the connection
-/// dropped without a closing handshake.
-async fn run_loop<S>(socket: &mut S, peer: SocketAddr, shutdown: &CancellationToken) -> Option<u16>
-where
-    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
-{
-    let mut peer_code = None;
-    loop {
-        let frame = tokio::select! {
-            () = shutdown.cancelled(), if peer_code.is_none() => {
-                return Some(close_from_here(socket, close::GOING_AWAY, close::REASON_SHUTDOWN).await);
-            }
-            frame = socket.next() => frame,
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A Close frame with this code was sent by `by` (and answered, or waited for).
+    Closed { code: u16, by: Side },
+    /// Nothing arrived for `--idle-timeout`: closed with 1001.
+    Idle,
+    /// The peer read nothing for `--send-timeout`: dropped without a Close frame, since it
+    /// would not be read either.
+    Stalled,
+    /// The TCP connection ended without a closing handshake.
+    Dropped,
+}
+
+impl Ending {
+    /// The close code the connection ended with (1006 when there was none).
+    pub fn code(self) -> u16 {
+        match self {
+            Ending::Closed { code, .. } => code,
+            Ending::Idle => close::GOING_AWAY,
+            Ending::Stalled | Ending::Dropped => close::ABNORMAL,
+        }
+    }
+
+    fn count(self, metrics: &Metrics) {
+        metrics.closed(self.code());
+        match self {
+            Ending::Idle => metrics.idle_closes.inc(),
+            Ending::Stalled => metrics.stalled_closes.inc(),
+            Ending::Closed { .. } | Ending::Dropped => 0,
         };
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ending::Closed { by: Side::Peer, .. } => "closed by the peer",
+            Ending::Closed { by: Side::Server, .. } => "closed by the server",
+            Ending::Idle => "idle timeout: nothing received",
+            Ending::Stalled => "the peer stopped reading",
+            Ending::Dropped => "dropped without a close",
+        })
+    }
+}
+
+/// Why an outgoing frame did not go out.
+#[derive(Debug)]
+enum SendError {
+    /// The socket failed: the connection is gone.
+    Socket,
+    /// The peer read nothing for the send timeout.
+    Stalled,
+}
+
+impl From<SendError> for Ending {
+    fn from(error: SendError) -> Self {
+        match error {
+            SendError::Socket => Ending::Dropped,
+            SendError::Stalled => Ending::Stalled,
+        }
+    }
+}
+
+/// Runs one connection to its end: greets (in the tutorial mode), answers each message in
+/// order, pings, and closes with a code on bad input, silence or shutdown. Logs and counts
+/// how it ended.
+pub async fn serve<S>(
+    mut socket: WebSocketStream<S>,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    metrics: &Metrics,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    info!("New connection");
+    metrics.connections.inc();
+    let greeted = match settings.mode {
+        Mode::Tutorial => {
+            let welcome = Message::text(wire::WELCOME);
+            match queue_data(&mut socket, welcome, settings, metrics).await {
+                Ok(()) => flush(&mut socket, settings.send_timeout).await,
+                Err(error) => Err(error),
+            }
+        }
+        Mode::PlainEcho => Ok(()),
+    };
+    let ending = match greeted {
+        Ok(()) => run_loop(&mut socket, settings, shutdown, metrics).await,
+        Err(error) => error.into(),
+    };
+    ending.count(metrics);
+    info!(code = ending.code(), ending = %ending, "Connection closed");
+}
+
+/// The connection's one `select!` loop.
+async fn run_loop<S>(
+    socket: &mut WebSocketStream<S>,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    metrics: &Metrics,
+) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + settings.ping_interval, settings.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Re-armed lazily: each frame only records the time; the timer moves when it fires.
+    let mut last_heard = Instant::now();
+    let idle = tokio::time::sleep(settings.idle_timeout);
+    tokio::pin!(idle);
+    let mut peer_code = None;
+    // A frame that had already arrived when the last reply was queued (see below).
+    let mut arrived = None;
+
+    loop {
+        let frame = if let Some(frame) = arrived.take() {
+            frame
+        } else {
+            tokio::select! {
+                () = shutdown.cancelled(), if peer_code.is_none() => {
+                    return close_from_here(socket, close::GOING_AWAY, close::REASON_SHUTDOWN.into(), settings, CLOSE_HANDSHAKE_TIMEOUT).await;
+                }
+                () = &mut idle => {
+                    let deadline = last_heard + settings.idle_timeout;
+                    if deadline > Instant::now() {
+                        idle.as_mut().reset(deadline);
+                        continue;
+                    }
+                    info!(idle_timeout = ?settings.idle_timeout, "nothing received for the idle timeout; closing");
+                    // The peer is probably gone: wait for its Close no longer than it was silent.
+                    let wait = settings.idle_timeout.min(CLOSE_HANDSHAKE_TIMEOUT);
+                    close_from_here(socket, close::GOING_AWAY, close::REASON_IDLE.into(), settings, wait).await;
+                    return Ending::Idle;
+                }
+                _ = ping.tick() => {
+                    if let Err(error) = send(socket, Message::Ping(Bytes::new()), settings.send_timeout).await {
+                        return error.into();
+                    }
+                    metrics.pings_sent.inc();
+                    continue;
+                }
+                frame = socket.next() => frame,
+            }
+        };
+        last_heard = Instant::now();
         let message = match frame {
             // The stream ends after the peer's Close was answered, or on a dropped connection.
-            None => return peer_code,
+            None => return peer_closed(peer_code),
             Some(Ok(message)) => message,
             Some(Err(error)) => {
-                debug!(%peer, %error, "read failed");
-                return match close_for_error(&error) {
-                    Some((code, reason)) => Some(close_from_here(socket, code, reason).await),
-                    None => peer_code,
+                debug!(%error, "read failed");
+                return match close_for_error(&error, settings) {
+                    Some((code, reason)) => {
+                        info!(code, %reason, "closing after a bad message");
+                        close_unread(socket, code, reason, settings).await
+                    }
+                    None => peer_closed(peer_code),
                 };
             }
         };
         if let Message::Text(text) = &message {
-            debug!(%peer, len = text.len(), text = text.as_str(), "New message");
+            debug!(len = text.len(), text = text.as_str(), "New message");
         }
-        match respond(&message) {
-            Action::Reply(reply) => {
-                if let Err(error) = send(socket, Message::text(reply)).await {
-                    debug!(%peer, %error, "could not send the reply");
-                    return peer_code;
+        if let Message::Text(_) | Message::Binary(_) = &message {
+            metrics.received(message.len());
+        }
+        match respond(settings.mode, message) {
+            Action::Send(reply) => {
+                if let Err(error) = queue_data(socket, reply, settings, metrics).await {
+                    return error.into();
+                }
+                // Replies to a burst of messages go out in one write: while the next frame is
+                // already here (in tungstenite's buffer or the socket's), answer it first;
+                // flush once nothing more has arrived.
+                if let Some(frame) = socket.next().now_or_never() {
+                    arrived = Some(frame);
+                    continue;
+                }
+                if let Err(error) = flush(socket, settings.send_timeout).await {
+                    return error.into();
                 }
             }
             Action::Close(code, reason) => {
-                return Some(close_from_here(socket, code, reason).await)
+                return close_from_here(
+                    socket,
+                    code,
+                    reason.into(),
+                    settings,
+                    CLOSE_HANDSHAKE_TIMEOUT,
+                )
+                .await;
             }
             // tungstenite queues the answering Close; the next read flushes it and ends.
             Action::PeerClosed(code) => peer_code = Some(code.unwrap_or(close::NO_STATUS)),
@@ -116,39 +352,145 @@ where
     }
 }
 
-/// Why an outgoing frame did not go out.
-#[derive(Debug, thiserror::Error)]
-enum SendError {
-    #[error(transparent)]
-    Socket(#[from] axum::Error),
-    #[error("the peer read nothing for {SEND_TIMEOUT:?}")]
-    Stalled,
-}
-
-/// Sends one frame, giving up on a peer that has stopped reading.
-async fn send<S>(socket: &mut S, message: Message) -> Result<(), SendError>
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
-        Ok(sent) => Ok(sent?),
-        Err(_) => Err(SendError::Stalled),
+fn peer_closed(peer_code: Option<u16>) -> Ending {
+    match peer_code {
+        Some(code) => Ending::Closed { code, by: Side::Peer },
+        None => Ending::Dropped,
     }
 }
 
-/// Sends a Close frame with `code`, waits (bounded) for the peer to answer it, and returns
-/// `code`: whatever the peer does, that is how this side closed.
-async fn close_from_here<S>(socket: &mut S, code: u16, reason: &'static str) -> u16
+/// Queues one data message without flushing (tungstenite writes it out once its buffer holds
+/// `WRITE_BUFFER_SIZE`), and counts it. The caller flushes.
+async fn queue_data<S>(
+    socket: &mut WebSocketStream<S>,
+    message: Message,
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<(), SendError>
 where
-    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
-    let frame = CloseFrame { code, reason: reason.into() };
-    if send(socket, Message::Close(Some(frame))).await.is_ok() {
-        let drain = async { while let Some(Ok(_)) = socket.next().await {} };
-        // The timeout only stops waiting for a silent peer.
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
+    let len = message.len();
+    bounded(settings.send_timeout, socket.feed(message)).await?;
+    metrics.sent(len);
+    Ok(())
+}
+
+/// Writes out whatever is queued, giving up on a peer that has stopped reading.
+async fn flush<S>(socket: &mut WebSocketStream<S>, limit: Duration) -> Result<(), SendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    bounded(limit, socket.flush()).await
+}
+
+/// Sends one frame and waits until it is written, giving up on a peer that has stopped
+/// reading: this wait is what bounds the server's outgoing memory per connection.
+async fn send<S>(
+    socket: &mut WebSocketStream<S>,
+    message: Message,
+    limit: Duration,
+) -> Result<(), SendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    bounded(limit, socket.send(message)).await
+}
+
+/// Runs one write operation for at most `limit`: a peer that lets it wait that long has
+/// stopped reading.
+async fn bounded(
+    limit: Duration,
+    write: impl std::future::Future<Output = Result<(), tungstenite::Error>>,
+) -> Result<(), SendError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => {
+            debug!(%error, "write failed");
+            Err(SendError::Socket)
+        }
+        Err(_) => {
+            info!(send_timeout = ?limit, "the peer stopped reading; dropping the connection");
+            Err(SendError::Stalled)
+        }
     }
-    code
+}
+
+/// Sends a Close frame with `code` and `reason`.
+async fn send_close<S>(
+    socket: &mut WebSocketStream<S>,
+    code: u16,
+    reason: Utf8Bytes,
+    settings: &Settings,
+) -> Result<(), SendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame { code: code.into(), reason };
+    send(socket, Message::Close(Some(frame)), settings.send_timeout).await
+}
+
+/// Sends a Close frame and waits (at most `wait`) for the peer's answering Close, reading and
+/// ignoring whatever it still sends before it.
+async fn close_from_here<S>(
+    socket: &mut WebSocketStream<S>,
+    code: u16,
+    reason: Utf8Bytes,
+    settings: &Settings,
+    wait: Duration,
+) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Err(error) = send_close(socket, code, reason, settings).await {
+        return error.into();
+    }
+    let drain = async { while let Some(Ok(_)) = socket.next().await {} };
+    // The timeout only stops waiting for a silent peer.
+    let _ = tokio::time::timeout(wait, drain).await;
+    Ending::Closed { code, by: Side::Server }
+}
+
+/// Closes after a read error, when the peer's bytes can no longer be parsed as frames (a
+/// message over the limit is refused at its header, with the rest of it unread).
+///
+/// Simply dropping the socket with unread data makes the kernel send a TCP reset, and a reset
+/// makes the peer discard what it has not read yet, the Close frame included: Chromium then
+/// reports 1006 instead of the server's code. So: send the Close frame, half-close (FIN), then
+/// read and discard until the peer closes its side, at most [`DISCARD_LIMIT`] bytes and
+/// [`CLOSE_HANDSHAKE_TIMEOUT`].
+async fn close_unread<S>(
+    socket: &mut WebSocketStream<S>,
+    code: u16,
+    reason: Utf8Bytes,
+    settings: &Settings,
+) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Err(error) = send_close(socket, code, reason, settings).await {
+        return error.into();
+    }
+    let io = socket.get_mut();
+    let discard = async {
+        io.shutdown().await?;
+        // On the heap: a stack array here would be part of every connection's future, closing or not.
+        let mut buffer = vec![0; 4096];
+        let mut total = 0;
+        while total < DISCARD_LIMIT {
+            match io.read(&mut buffer).await? {
+                0 => break,
+                n => total += n as u64,
+            }
+        }
+        Ok::<_, std::io::Error>(total)
+    };
+    match tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, discard).await {
+        Ok(Ok(discarded)) => debug!(discarded, "peer closed after the Close frame"),
+        Ok(Err(error)) => debug!(%error, "discarding after the Close frame failed"),
+        Err(_) => debug!("peer still sending after the Close frame; dropping"),
+    }
+    Ending::Closed { code, by: Side::Server }
 }
 
 #[cfg(test)]
@@ -157,25 +499,53 @@ mod tests {
 
     #[test]
     fn text_is_answered_upper_cased() {
-        assert_eq!(respond(&Message::text("straße")), Action::Reply("STRASSE".into()));
+        assert_eq!(
+            respond(Mode::Tutorial, Message::text("straße")),
+            Action::Send(Message::text("STRASSE"))
+        );
     }
 
     #[test]
     fn binary_is_refused_with_1003() {
-        let action = respond(&Message::binary(vec![1, 2, 3]));
+        let action = respond(Mode::Tutorial, Message::binary(vec![1, 2, 3]));
         assert_eq!(action, Action::Close(close::UNSUPPORTED_DATA, close::REASON_BINARY));
     }
 
     #[test]
-    fn close_frames_report_their_code() {
-        let frame = CloseFrame { code: close::NORMAL, reason: "bye".into() };
-        assert_eq!(respond(&Message::Close(Some(frame))), Action::PeerClosed(Some(close::NORMAL)));
-        assert_eq!(respond(&Message::Close(None)), Action::PeerClosed(None));
+    fn plain_echo_sends_text_and_binary_back_unchanged() {
+        for message in [Message::text("straße"), Message::binary(vec![0, 159, 146, 150])] {
+            assert_eq!(respond(Mode::PlainEcho, message.clone()), Action::Send(message));
+        }
     }
 
     #[test]
-    fn pings_need_no_answer_from_the_application() {
-        assert_eq!(respond(&Message::Ping(vec![1].into())), Action::Nothing);
-        assert_eq!(respond(&Message::Pong(vec![1].into())), Action::Nothing);
+    fn close_frames_report_their_code() {
+        let frame = CloseFrame { code: close::NORMAL.into(), reason: "bye".into() };
+        for mode in [Mode::Tutorial, Mode::PlainEcho] {
+            assert_eq!(
+                respond(mode, Message::Close(Some(frame.clone()))),
+                Action::PeerClosed(Some(close::NORMAL))
+            );
+            assert_eq!(respond(mode, Message::Close(None)), Action::PeerClosed(None));
+        }
+    }
+
+    #[test]
+    fn pings_and_pongs_need_no_answer_from_the_application() {
+        assert_eq!(respond(Mode::Tutorial, Message::Ping(vec![1].into())), Action::Nothing);
+        assert_eq!(respond(Mode::PlainEcho, Message::Pong(vec![1].into())), Action::Nothing);
+    }
+
+    #[test]
+    fn upper_casing_grows_text_at_most_threefold() {
+        let worst = "\u{0390}";
+        assert_eq!(wire::reply(worst).len(), MAX_REPLY_GROWTH * worst.len());
+    }
+
+    #[test]
+    fn endings_map_to_close_codes() {
+        assert_eq!(Ending::Idle.code(), close::GOING_AWAY);
+        assert_eq!(Ending::Stalled.code(), close::ABNORMAL);
+        assert_eq!(Ending::Closed { code: 1009, by: Side::Server }.code(), 1009);
     }
 }

@@ -11,7 +11,14 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if let Err(error) = config.validate() {
+        clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{error}\n")).exit();
+    }
     server::telemetry::init();
+    // Each WebSocket is a file descriptor; the default --max-connections follows this limit.
+    if let Err(error) = server::limits::raise_fd_limit() {
+        tracing::warn!(%error, "cannot raise the file-descriptor limit");
+    }
     let listener = TcpListener::bind(config.addr())
         .await
         .with_context(|| format!("cannot listen on {}", config.addr()))?;

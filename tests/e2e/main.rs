@@ -1,9 +1,13 @@
 //! End-to-end tests: the real `server` binary serving the real trunk-built `dist/`, driven by
-//! real headless Chromium through chromedriver; and the same page through `trunk serve`.
+//! real headless Chromium (chromedriver) and Firefox (geckodriver); the same page through
+//! `trunk serve` and through a real nginx.
 //!
 //! `cargo xtask test` builds everything first and passes `E2E_SERVER_BIN`, `E2E_DIST` and
-//! `CHROMEDRIVER`; without them the defaults are the workspace's `target/debug/server`,
-//! `dist/` and `chromedriver` on `PATH`.
+//! `CHROMEDRIVER` (and the others of `support::Paths`); without them the defaults are the workspace's `target/debug/server`,
+//! `dist/` and the drivers on `PATH`.
 
+mod client;
+mod deploy;
 mod page;
 mod support;
+mod tls;

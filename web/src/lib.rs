@@ -1,9 +1,12 @@
-//! The browser client: checks for WebSocket support, connects to `/ws/` on the page's own
-//! host, sends `Hello there!` and logs the conversation on the page, as the tutorial's
-//! JavaScript did, in Rust.
+//! The browser client: the tutorial's page grown into a tool for talking to the socket: a
+//! composer, a truthful status line, auto-reconnect with nothing lost, and round-trip times.
 //!
-//! [`session`] holds the state and wording, [`page`] the DOM, [`conn`] the socket.
+//! [`session`] decides everything (plain Rust, tested natively and in the browser), [`page`]
+//! shows it, [`conn`] is the socket, and [`run`] is the one loop that feeds events from all
+//! three (and the browser) through the session and carries out its commands.
 
+pub mod backoff;
+pub mod chart;
 pub mod conn;
 pub mod page;
 pub mod session;
@@ -12,12 +15,19 @@ pub mod url;
 #[cfg(all(test, target_arch = "wasm32"))]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-use std::ops::ControlFlow;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
-use wasm_bindgen::JsValue;
+use futures_util::{SinkExt, StreamExt};
 
-use crate::page::Log;
-use crate::session::{Event, Session};
+use gloo_net::websocket::futures::WebSocket;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::page::Page;
+use crate::session::{Command, Input, Session};
 
 /// Entry point, called by the binary's `main` once the bundle is loaded.
 pub fn start() {
@@ -30,55 +40,279 @@ pub fn start() {
 /// Sends panic messages to the browser console instead of an opaque `unreachable` trap.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        web_sys::console::error_1(&format!("panic: {info}").into());
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("panic");
+        let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+        web_sys::console::error_4(&"panic:".into(), &message.into(), &file.into(), &line.into());
     }));
 }
 
 fn try_start() -> Result<(), JsValue> {
     let window = web_sys::window().ok_or("no window")?;
     let document = window.document().ok_or("no document")?;
-    let log = Log::attach(document)?;
-    let mut session = Session::default();
-
-    let supported = js_sys::Reflect::has(&window, &"WebSocket".into())?;
-    show(&log, &mut session, Event::Supported(supported));
-    if !supported {
-        return Ok(());
-    }
-
-    let url = url::for_page(&window)?;
-    wasm_bindgen_futures::spawn_local(async move {
-        let result = conn::run(&url, wire::HELLO, |event| {
-            show(&log, &mut session, event);
-            ControlFlow::Continue(())
-        })
-        .await;
-        if let Err(error) = result {
-            web_sys::console::error_1(&error.to_string().into());
-            show(
-                &log,
-                &mut session,
-                Event::Closed {
-                    code: wire::close::ABNORMAL,
-                    reason: error.to_string(),
-                    clean: false,
-                },
-            );
-        }
-    });
+    let page = Page::find(&document)?;
+    let supported = websocket_supported(&window);
+    let url = url::for_page(&document)?;
+    let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
+    wasm_bindgen_futures::spawn_local(run(page, url, supported, seed));
     Ok(())
 }
 
-/// Applies `event` to the session and shows the result. The close line is the tutorial's;
-/// its code and reason go to the console.
-fn show(log: &Log, session: &mut Session, event: Event) {
-    if let Event::Closed { code, reason, clean } = &event {
-        let detail = format!("WebSocket closed: code {code}, reason \"{reason}\", clean {clean}");
-        web_sys::console::info_1(&detail.into());
+/// Whether the browser has the WebSocket API (the tutorial's `"WebSocket" in window`).
+pub fn websocket_supported(window: &web_sys::Window) -> bool {
+    js_sys::Reflect::has(window, &"WebSocket".into()).unwrap_or(false)
+}
+
+/// The current time in milliseconds.
+fn now() -> f64 {
+    js_sys::Date::now()
+}
+
+/// The page's one loop: every input (the socket, the user, the browser, the reconnect timer)
+/// goes through the session, whose commands the [`Driver`] carries out; then the page is
+/// redrawn and the loop waits for the next input.
+pub async fn run(page: Page, url: String, supported: bool, seed: u64) {
+    let mut driver = Driver::new(page, url, seed);
+    let online = web_sys::window().is_some_and(|w| w.navigator().on_line());
+    if !online {
+        driver.pending.push(Input::Online(false));
     }
-    let line = session.apply(&event);
-    let shown = log.append(&line).and_then(|()| log.set_status(session.status));
-    if let Err(error) = shown {
+    driver.pending.push(Input::Start { supported });
+    loop {
+        driver.step();
+        let next = futures_util::future::poll_fn(|cx| driver.poll_input(cx)).await;
+        driver.pending.extend(next);
+    }
+}
+
+/// What the loop owns: the session, the page, the socket, and the browser's event sources.
+struct Driver {
+    session: Session,
+    page: Page,
+    url: String,
+    socket: Option<WebSocket>,
+    /// The socket is connecting: its `poll_ready` has not completed yet.
+    opening: bool,
+    /// Inputs to handle before waiting again (some commands produce inputs themselves).
+    pending: Vec<Input>,
+    inbox: Inbox,
+    alarm: Alarm,
+    _listeners: Listeners,
+}
+
+impl Driver {
+    fn new(page: Page, url: String, seed: u64) -> Self {
+        let inbox = Inbox::default();
+        Self {
+            session: Session::new(seed),
+            _listeners: Listeners::attach(&page, &inbox),
+            alarm: Alarm::new(&inbox),
+            inbox,
+            page,
+            url,
+            socket: None,
+            opening: false,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Handles every pending input, carries out the commands, redraws the page and sets the
+    /// alarm for the session's next wake-up.
+    fn step(&mut self) {
+        while !self.pending.is_empty() {
+            for input in std::mem::take(&mut self.pending) {
+                for command in self.session.handle(input, now()) {
+                    self.execute(command);
+                }
+            }
+        }
+        report(self.page.render(&self.session.view(now())));
+        let wake = self.session.wake_at(now());
+        self.alarm.set(wake.map(|at| (at - now()).clamp(0.0, 60_000.0) as i32));
+    }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::Open => match conn::open(&self.url) {
+                Ok(socket) => {
+                    self.socket = Some(socket);
+                    self.opening = true;
+                }
+                Err(error) => self.pending.push(Input::Closed {
+                    code: wire::close::ABNORMAL,
+                    reason: error.0,
+                    clean: false,
+                }),
+            },
+            Command::Send(text) => {
+                if let Some(socket) = self.socket.as_mut() {
+                    conn::send(socket, text);
+                }
+            }
+            Command::Close => {
+                if let Some(socket) = self.socket.take() {
+                    let _ = conn::close(socket);
+                }
+                // The socket is gone, and its close event with it: report it here.
+                let code = wire::close::NORMAL;
+                self.pending.push(Input::Closed { code, reason: String::new(), clean: true });
+            }
+            Command::Log(line) => report(self.page.append(&line)),
+        }
+    }
+
+    /// The next input: from the page and the alarm (the inbox), or from the socket.
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input>> {
+        if let Poll::Ready(input) = self.inbox.poll_pop(cx) {
+            return Poll::Ready(Some(input));
+        }
+        let Some(socket) = self.socket.as_mut() else { return Poll::Pending };
+        if self.opening {
+            match socket.poll_ready_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(ready) => {
+                    self.opening = false;
+                    if ready.is_ok() && conn::is_open(socket) {
+                        return Poll::Ready(Some(Input::Opened));
+                    }
+                }
+            }
+        }
+        match socket.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => Poll::Ready(conn::to_input(item)),
+            // Ended after its close event: nothing more will come from it.
+            Poll::Ready(None) => {
+                self.socket = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The page's and the browser's events, as inputs: the composer, the toggle button, going
+/// online or offline, the tab becoming visible. One closure serves them all, so the bundle
+/// carries one callback, not one per event; dropping this detaches it.
+struct Listeners {
+    callback: Closure<dyn FnMut(web_sys::Event)>,
+    attached: Vec<(web_sys::EventTarget, &'static str)>,
+}
+
+impl Listeners {
+    fn attach(page: &Page, inbox: &Inbox) -> Self {
+        let (form, toggle) = (page_target(&page.form), page_target(&page.toggle));
+        let (page, inbox) = (page.clone(), inbox.clone());
+        let callback = Closure::new(move |event: web_sys::Event| {
+            let input = match event.type_().as_str() {
+                "submit" => {
+                    event.prevent_default();
+                    Input::Compose(page.take_message())
+                }
+                "click" => match page.toggle.get_attribute("data-action").as_deref() {
+                    Some(page::ACTION_DISCONNECT) => Input::Disconnect,
+                    _ => Input::Connect,
+                },
+                "online" => Input::Online(true),
+                "offline" => Input::Online(false),
+                "visibilitychange" if !page.hidden() => Input::Visible,
+                _ => return,
+            };
+            inbox.push(input);
+        });
+        let mut listeners = Self { callback, attached: Vec::new() };
+        listeners.add(&form, "submit");
+        listeners.add(&toggle, "click");
+        if let Some(window) = web_sys::window() {
+            listeners.add(&window, "online");
+            listeners.add(&window, "offline");
+            if let Some(document) = window.document() {
+                listeners.add(&document, "visibilitychange");
+            }
+        }
+        listeners
+    }
+
+    fn add(&mut self, target: &web_sys::EventTarget, name: &'static str) {
+        let callback = self.callback.as_ref().unchecked_ref();
+        if target.add_event_listener_with_callback(name, callback).is_ok() {
+            self.attached.push((target.clone(), name));
+        }
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        let callback = self.callback.as_ref().unchecked_ref();
+        for (target, name) in &self.attached {
+            let _ = target.remove_event_listener_with_callback(name, callback);
+        }
+    }
+}
+
+fn page_target(element: &web_sys::Element) -> web_sys::EventTarget {
+    element.clone().into()
+}
+
+/// Inputs from the browser's callbacks, waiting for the loop: a queue and the loop's waker
+/// (all on the one browser thread, so no channel is needed).
+#[derive(Debug, Clone, Default)]
+struct Inbox(Rc<RefCell<(VecDeque<Input>, Option<Waker>)>>);
+
+impl Inbox {
+    fn push(&self, input: Input) {
+        let mut inner = self.0.borrow_mut();
+        inner.0.push_back(input);
+        if let Some(waker) = inner.1.take() {
+            waker.wake();
+        }
+    }
+
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Input> {
+        let mut inner = self.0.borrow_mut();
+        match inner.0.pop_front() {
+            Some(input) => Poll::Ready(input),
+            None => {
+                inner.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// One `setTimeout` at a time that delivers [`Input::Timer`] to the inbox; one closure for
+/// the page's lifetime.
+struct Alarm {
+    callback: Closure<dyn FnMut()>,
+    pending: Option<i32>,
+}
+
+impl Alarm {
+    fn new(inbox: &Inbox) -> Self {
+        let inbox = inbox.clone();
+        Self { callback: Closure::new(move || inbox.push(Input::Timer)), pending: None }
+    }
+
+    /// Replaces the pending alarm with one in `ms` milliseconds (or none).
+    fn set(&mut self, ms: Option<i32>) {
+        let Some(window) = web_sys::window() else { return };
+        if let Some(handle) = self.pending.take() {
+            window.clear_timeout_with_handle(handle);
+        }
+        if let Some(ms) = ms {
+            let callback = self.callback.as_ref().unchecked_ref();
+            self.pending =
+                window.set_timeout_with_callback_and_timeout_and_arguments_0(callback, ms).ok();
+        }
+    }
+}
+
+/// Logs a DOM failure to the console; the page carries on.
+fn report(result: Result<(), JsValue>) {
+    if let Err(error) = result {
         web_sys::console::error_2(&"cannot update the page:".into(), &error);
     }
 }

@@ -1,6 +1,18 @@
-//! The conversation's state and what each event shows, apart from the DOM that shows it.
+//! The conversation's state machine, apart from the DOM and the socket: what each event means,
+//! what to log, when to reconnect, what to send and resend, and how to pair replies.
+//!
+//! [`Session::handle`] takes one [`Input`] and the current time (milliseconds) and returns the
+//! [`Command`]s for the driver to carry out; [`Session::view`] says what the page shows. Time and
+//! randomness come in from outside, so every rule here is tested natively and in the browser.
 
-/// The page's wording, the tutorial's own. The end-to-end tests assert against these.
+use std::collections::VecDeque;
+
+use wire::close;
+
+use crate::backoff::{self, Rng};
+
+/// The page's wording. The tutorial's lines are its own, exactly; the end-to-end tests assert
+/// against these.
 pub mod lines {
     pub const SUPPORTED: &str = "WebSocket is supported by your browser.";
     pub const UNSUPPORTED: &str = "WebSocket not supported by your browser.";
@@ -8,6 +20,12 @@ pub mod lines {
     /// Followed by the message's text.
     pub const RECEIVED: &str = "Message is received: ";
     pub const CLOSED: &str = "Connection is closed ...";
+    /// Followed by the message's text (typed in the composer).
+    pub const SENT: &str = "Message is sent: ";
+    /// Followed by the text of a message sent before a disconnect and never answered.
+    pub const RESENT: &str = "Message is sent again: ";
+    /// Followed by the text of a message typed while disconnected.
+    pub const QUEUED: &str = "Message is queued: ";
 
     /// The line for a received text message.
     pub fn received(text: &str) -> String {
@@ -15,76 +33,491 @@ pub mod lines {
     }
 }
 
-/// Something that happened to the connection, in the order it happened.
+/// Most messages waiting to be sent (typed while disconnected, or to be resent); the line that
+/// refuses one more names it (a test keeps the two equal).
+pub const QUEUE_LIMIT: usize = 100;
+/// How many round-trip times the chart shows.
+pub const RTT_HISTORY: usize = 30;
+
+/// Something that happened: to the socket, in the browser, or by the user's hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The browser has (or lacks) the WebSocket API.
-    Supported(bool),
-    /// The connection is open.
+pub enum Input {
+    /// The page started; the browser has (or lacks) the WebSocket API.
+    Start { supported: bool },
+    /// The socket is open.
     Opened,
     /// A text message arrived.
     Received(String),
     /// A binary message arrived (the server never sends one); its length in bytes.
     ReceivedBinary(usize),
-    /// The connection is closed, cleanly or not.
+    /// The socket closed, cleanly or not (or never opened).
     Closed { code: u16, reason: String, clean: bool },
+    /// The user sent this text from the composer.
+    Compose(String),
+    /// The user pressed Disconnect.
+    Disconnect,
+    /// The user pressed Connect.
+    Connect,
+    /// The browser's `online` and `offline` events.
+    Online(bool),
+    /// The tab became visible again.
+    Visible,
+    /// The time [`Session::wake_at`] asked for has come.
+    Timer,
 }
 
-/// Where the connection is.
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Open a new socket (replacing any old one).
+    Open,
+    /// Send this text on the open socket.
+    Send(String),
+    /// Close the open socket with 1000 (the user asked).
+    Close,
+    /// Add a line to the log.
+    Log(Line),
+}
+
+/// How a log line is marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sent,
+    Received,
+    System,
+}
+
+impl Kind {
+    /// The line's class in the page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sent => "sent",
+            Kind::Received => "received",
+            Kind::System => "system",
+        }
+    }
+}
+
+/// One log line; a reply carries its round-trip time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub kind: Kind,
+    pub text: String,
+    pub rtt_ms: Option<u32>,
+}
+
+impl Line {
+    fn new(kind: Kind, text: impl Into<String>) -> Self {
+        Self { kind, text: text.into(), rtt_ms: None }
+    }
+}
+
+/// Where the connection is; also the page's `data-status` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Connecting,
     Open,
+    /// Closed unexpectedly; a reconnect is scheduled.
+    Reconnecting,
+    /// Closed unexpectedly while the browser is offline; reconnects when it is back.
+    Offline,
+    /// Closed, and staying closed: the user asked, or retrying cannot help.
     Closed,
     /// The browser has no WebSocket API.
     Unsupported,
 }
 
 impl Status {
-    /// A stable name, used as the log element's `data-status` attribute.
+    /// A stable name, used as the page's `data-status` attribute.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Connecting => "connecting",
             Status::Open => "open",
+            Status::Reconnecting => "reconnecting",
+            Status::Offline => "offline",
             Status::Closed => "closed",
             Status::Unsupported => "unsupported",
         }
     }
 }
 
-/// The state a page shows: where the connection is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    pub status: Status,
+/// What a close code means for reconnecting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseClass {
+    /// Going away, dropped, restarting...: reconnect with backoff.
+    Retry,
+    /// The server refused the oldest unanswered message (1009 too big, 1007 bad text, 1003
+    /// binary): drop it, then reconnect, so one bad message cannot cause a reconnect loop.
+    BlameMessage,
+    /// Retrying cannot help (1008 policy, 1002 protocol error, 1010 extension): stop.
+    Stop,
 }
 
-impl Default for Session {
-    fn default() -> Self {
-        Self { status: Status::Connecting }
+/// How the page treats a close code.
+pub fn classify(code: u16) -> CloseClass {
+    match code {
+        close::MESSAGE_TOO_BIG | close::INVALID_PAYLOAD | close::UNSUPPORTED_DATA => {
+            CloseClass::BlameMessage
+        }
+        close::POLICY_VIOLATION | close::PROTOCOL_ERROR | close::MANDATORY_EXTENSION => {
+            CloseClass::Stop
+        }
+        _ => CloseClass::Retry,
     }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Conn {
+    /// Before [`Input::Start`], or without WebSocket.
+    Idle,
+    Connecting,
+    Open {
+        since: f64,
+        greeted: bool,
+    },
+    /// Reconnect at `at` (when online).
+    Waiting {
+        at: f64,
+    },
+    /// Not reconnecting until the user presses Connect.
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outgoing {
+    text: String,
+    resend: bool,
+    /// Not logged when sent (the tutorial's automatic `Hello there!`).
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct InFlight {
+    text: String,
+    sent_at: f64,
+    quiet: bool,
+}
+
+/// What the page shows besides the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub status: Status,
+    /// The status line, e.g. `Closed (1006), reconnecting in 3 s · 2 queued`.
+    pub status_text: String,
+    /// Whether the toggle button offers Disconnect (else Connect).
+    pub can_disconnect: bool,
+    /// Whether the composer is usable (it is while disconnected too: messages queue).
+    pub composer_enabled: bool,
+    /// The last round-trip times, oldest first, in milliseconds.
+    pub rtts: Vec<u32>,
+}
+
+/// The conversation.
+#[derive(Debug, Clone)]
+pub struct Session {
+    conn: Conn,
+    supported: bool,
+    online: bool,
+    /// Failed connections in a row since the last stable one.
+    attempt: u32,
+    greeting_sent: bool,
+    /// "Connection is closed ..." was logged since the last open: failed retries add no line.
+    close_logged: bool,
+    user_closing: bool,
+    last_close: Option<(u16, String)>,
+    /// Why reconnecting stopped, if it stopped for a reason other than the user.
+    stopped_because: Option<String>,
+    outbox: VecDeque<Outgoing>,
+    in_flight: VecDeque<InFlight>,
+    rtts: Vec<u32>,
+    rng: Rng,
 }
 
 impl Session {
-    /// Applies `event` and returns the line the page logs for it.
-    pub fn apply(&mut self, event: &Event) -> String {
-        match event {
-            Event::Supported(true) => lines::SUPPORTED.to_owned(),
-            Event::Supported(false) => {
-                self.status = Status::Unsupported;
-                lines::UNSUPPORTED.to_owned()
-            }
-            Event::Opened => {
-                self.status = Status::Open;
-                lines::OPENED.to_owned()
-            }
-            Event::Received(text) => lines::received(text),
-            Event::ReceivedBinary(len) => lines::received(&format!("<{len} bytes of binary data>")),
-            Event::Closed { .. } => {
-                self.status = Status::Closed;
-                lines::CLOSED.to_owned()
-            }
+    /// A session whose reconnect delays come from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            conn: Conn::Idle,
+            supported: true,
+            online: true,
+            attempt: 0,
+            greeting_sent: false,
+            close_logged: false,
+            user_closing: false,
+            last_close: None,
+            stopped_because: None,
+            outbox: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            rtts: Vec::new(),
+            rng: Rng::new(seed),
         }
     }
+
+    /// Applies one input at time `now` (ms) and returns what to do.
+    pub fn handle(&mut self, input: Input, now: f64) -> Vec<Command> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start { supported } => {
+                self.supported = supported;
+                if supported {
+                    out.push(log(Kind::System, lines::SUPPORTED));
+                    self.open(&mut out);
+                } else {
+                    out.push(log(Kind::System, lines::UNSUPPORTED));
+                }
+            }
+            Input::Opened => {
+                out.push(log(Kind::System, lines::OPENED));
+                self.close_logged = false;
+                self.conn = Conn::Open { since: now, greeted: false };
+                if !self.greeting_sent {
+                    self.greeting_sent = true;
+                    let hello =
+                        Outgoing { text: wire::HELLO.to_owned(), resend: false, quiet: true };
+                    self.outbox.push_front(hello);
+                }
+                while let Some(message) = self.outbox.pop_front() {
+                    self.send(message, now, &mut out);
+                }
+            }
+            Input::Received(text) => self.received(text, now, &mut out),
+            Input::ReceivedBinary(len) => {
+                let text = format!("<{len} bytes of binary data>");
+                out.push(log(Kind::Received, lines::received(&text)));
+            }
+            Input::Closed { code, reason, .. } => self.closed(code, reason, now, &mut out),
+            Input::Compose(text) => self.compose(text, now, &mut out),
+            Input::Disconnect => match self.conn {
+                Conn::Connecting | Conn::Open { .. } => {
+                    self.user_closing = true;
+                    out.push(Command::Close);
+                }
+                Conn::Waiting { .. } => self.stop(None),
+                Conn::Idle | Conn::Stopped => {}
+            },
+            Input::Connect => {
+                if matches!(self.conn, Conn::Stopped | Conn::Waiting { .. }) && self.supported {
+                    self.attempt = 0;
+                    self.open(&mut out);
+                }
+            }
+            Input::Online(online) => {
+                self.online = online;
+                if online {
+                    self.reconnect_now(&mut out);
+                }
+            }
+            Input::Visible => self.reconnect_now(&mut out),
+            Input::Timer => {
+                if let Conn::Waiting { at } = self.conn {
+                    if self.online && now >= at {
+                        self.open(&mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// When the driver should deliver [`Input::Timer`]: the reconnect time, and meanwhile
+    /// often enough to count the seconds down.
+    pub fn wake_at(&self, now: f64) -> Option<f64> {
+        match self.conn {
+            Conn::Waiting { at } if self.online => Some(at.min(now + 250.0)),
+            _ => None,
+        }
+    }
+
+    /// What the page shows at time `now`.
+    pub fn view(&self, now: f64) -> View {
+        let status = self.status();
+        let closed = match &self.last_close {
+            Some((code, reason)) if reason.is_empty() => format!("Closed ({code})"),
+            Some((code, reason)) => format!("Closed ({code} {reason})"),
+            None => "Closed".to_owned(),
+        };
+        let mut status_text = match (status, &self.conn) {
+            (Status::Connecting, _) => "Connecting ...".to_owned(),
+            (Status::Open, _) => "Open".to_owned(),
+            (Status::Reconnecting, Conn::Waiting { at }) => {
+                let seconds = ((at - now).max(0.0) / 1000.0).ceil() as u32;
+                format!("{closed}, reconnecting in {seconds} s")
+            }
+            (Status::Offline, _) => format!("{closed}; offline, reconnecting when back online"),
+            (Status::Closed, _) => match &self.stopped_because {
+                Some(why) => format!("{closed}; not reconnecting: {why}"),
+                None => "Disconnected".to_owned(),
+            },
+            (Status::Unsupported, _) => "WebSocket not supported".to_owned(),
+            (Status::Reconnecting, _) => closed,
+        };
+        if !self.outbox.is_empty() {
+            status_text.push_str(&format!(" · {} queued", self.outbox.len()));
+        }
+        View {
+            status,
+            status_text,
+            can_disconnect: matches!(
+                self.conn,
+                Conn::Connecting | Conn::Open { .. } | Conn::Waiting { .. }
+            ),
+            composer_enabled: self.supported,
+            rtts: self.rtts.clone(),
+        }
+    }
+
+    /// Where the connection is.
+    pub fn status(&self) -> Status {
+        match self.conn {
+            _ if !self.supported => Status::Unsupported,
+            Conn::Idle | Conn::Connecting => Status::Connecting,
+            Conn::Open { .. } => Status::Open,
+            Conn::Waiting { .. } if !self.online => Status::Offline,
+            Conn::Waiting { .. } => Status::Reconnecting,
+            Conn::Stopped => Status::Closed,
+        }
+    }
+
+    /// Messages waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    fn open(&mut self, out: &mut Vec<Command>) {
+        self.conn = Conn::Connecting;
+        self.user_closing = false;
+        self.stopped_because = None;
+        out.push(Command::Open);
+    }
+
+    fn reconnect_now(&mut self, out: &mut Vec<Command>) {
+        if matches!(self.conn, Conn::Waiting { .. }) && self.online {
+            self.open(out);
+        }
+    }
+
+    fn stop(&mut self, why: Option<String>) {
+        self.conn = Conn::Stopped;
+        self.stopped_because = why;
+    }
+
+    fn send(&mut self, message: Outgoing, now: f64, out: &mut Vec<Command>) {
+        if !message.quiet {
+            let prefix = if message.resend { lines::RESENT } else { lines::SENT };
+            out.push(log(Kind::Sent, format!("{prefix}{}", message.text)));
+        }
+        out.push(Command::Send(message.text.clone()));
+        self.in_flight.push_back(InFlight {
+            text: message.text,
+            sent_at: now,
+            quiet: message.quiet,
+        });
+    }
+
+    fn received(&mut self, text: String, now: f64, out: &mut Vec<Command>) {
+        // The first message on each connection is the server's greeting, not a reply.
+        if let Conn::Open { greeted: greeted @ false, .. } = &mut self.conn {
+            *greeted = true;
+            out.push(log(Kind::Received, lines::received(&text)));
+            return;
+        }
+        let mut line = Line::new(Kind::Received, lines::received(&text));
+        // Replies come back in order: the oldest unanswered message is the one answered.
+        if let Some(sent) = self.in_flight.pop_front() {
+            let rtt = (now - sent.sent_at).max(0.0).round() as u32;
+            line.rtt_ms = Some(rtt);
+            if self.rtts.len() == RTT_HISTORY {
+                self.rtts.remove(0);
+            }
+            self.rtts.push(rtt);
+        }
+        out.push(Command::Log(line));
+    }
+
+    fn compose(&mut self, text: String, now: f64, out: &mut Vec<Command>) {
+        if text.is_empty() || !self.supported {
+            return;
+        }
+        let limit = wire::limits::MAX_MESSAGE_BYTES;
+        if text.len() > limit {
+            let size = text.len();
+            let why = format!(
+                "Message is not sent: {size} bytes is over the server's limit of {limit} bytes"
+            );
+            out.push(log(Kind::System, why));
+            return;
+        }
+        let message = Outgoing { text, resend: false, quiet: false };
+        if matches!(self.conn, Conn::Open { .. }) {
+            self.send(message, now, out);
+        } else if self.outbox.len() >= QUEUE_LIMIT {
+            let why = "Message is not queued: 100 messages are already waiting";
+            out.push(log(Kind::System, why));
+        } else {
+            out.push(log(Kind::Sent, format!("{}{}", lines::QUEUED, message.text)));
+            self.outbox.push_back(message);
+        }
+    }
+
+    fn closed(&mut self, code: u16, reason: String, now: f64, out: &mut Vec<Command>) {
+        if matches!(self.conn, Conn::Idle | Conn::Stopped | Conn::Waiting { .. }) {
+            return;
+        }
+        if !self.close_logged {
+            self.close_logged = true;
+            out.push(log(Kind::System, lines::CLOSED));
+        }
+        if let Conn::Open { since, .. } = self.conn {
+            if now - since >= backoff::STABLE_MS {
+                self.attempt = 0;
+            }
+        }
+        // Sent but never answered: first in line for the next connection, in order.
+        for sent in self.in_flight.drain(..).rev() {
+            let resend = Outgoing { text: sent.text, resend: true, quiet: false };
+            self.outbox.push_front(resend);
+        }
+        let class = classify(code);
+        let shown = if reason.is_empty() { code.to_string() } else { format!("{code} {reason}") };
+        self.last_close = Some((code, reason));
+        if self.user_closing {
+            self.stop(None);
+            return;
+        }
+        match class {
+            CloseClass::Stop => {
+                let why = format!("Not reconnecting: the server closed with {shown}");
+                out.push(log(Kind::System, why));
+                self.stop(Some("retrying cannot help".to_owned()));
+                return;
+            }
+            CloseClass::BlameMessage => {
+                if let Some(dropped) = self.outbox.pop_front() {
+                    let text = preview(&dropped.text);
+                    let why =
+                        format!("Message is dropped, the server refused it ({shown}): {text}");
+                    out.push(log(Kind::System, why));
+                }
+            }
+            CloseClass::Retry => {}
+        }
+        let delay = self.rng.delay_ms(self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        self.conn = Conn::Waiting { at: now + delay };
+    }
+}
+
+fn log(kind: Kind, text: impl Into<String>) -> Command {
+    Command::Log(Line::new(kind, text))
+}
+
+/// At most 80 characters of a message, for a line about it.
+fn preview(text: &str) -> String {
+    let mut shown: String = text.chars().take(80).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -93,58 +526,373 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    /// The log lines among `commands`.
+    fn logged(commands: &[Command]) -> Vec<String> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Log(line) => Some(line.text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent(commands: &[Command]) -> Vec<String> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Send(text) => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closed(code: u16) -> Input {
+        Input::Closed { code, reason: String::new(), clean: false }
+    }
+
+    /// A session that has started, opened, and been greeted, at t = 0.
+    fn open_session() -> Session {
+        let mut session = Session::new(1);
+        session.handle(Input::Start { supported: true }, 0.0);
+        session.handle(Input::Opened, 0.0);
+        session.handle(Input::Received(wire::WELCOME.into()), 1.0);
+        session.handle(Input::Received(wire::reply(wire::HELLO)), 2.0);
+        session
+    }
+
     #[test]
     fn a_normal_conversation_reads_like_the_tutorial() {
-        let mut session = Session::default();
-        let lines: Vec<String> = [
-            Event::Supported(true),
-            Event::Opened,
-            Event::Received(wire::WELCOME.to_owned()),
-            Event::Received(wire::reply(wire::HELLO)),
-            Event::Closed { code: wire::close::GOING_AWAY, reason: String::new(), clean: true },
-        ]
-        .iter()
-        .map(|event| session.apply(event))
-        .collect();
+        let mut session = Session::new(1);
+        let mut commands = Vec::new();
+        for (input, at) in [
+            (Input::Start { supported: true }, 0.0),
+            (Input::Opened, 10.0),
+            (Input::Received(wire::WELCOME.into()), 11.0),
+            (Input::Received(wire::reply(wire::HELLO)), 13.0),
+        ] {
+            commands.extend(session.handle(input, at));
+        }
         assert_eq!(
-            lines,
+            logged(&commands),
             [
                 "WebSocket is supported by your browser.",
                 "Connection is opened ...",
                 "Message is received: Welcome!",
                 "Message is received: HELLO THERE!",
-                "Connection is closed ...",
             ]
         );
-        assert_eq!(session, Session { status: Status::Closed });
+        assert_eq!(sent(&commands), [wire::HELLO]);
+        assert_eq!(commands[1], Command::Open);
+        assert_eq!(session.status(), Status::Open);
+        assert_eq!(session.view(13.0).rtts, [3], "Hello's reply is paired with it");
     }
 
     #[test]
-    fn status_follows_the_connection() {
-        let mut session = Session::default();
-        assert_eq!(session.status, Status::Connecting);
-        session.apply(&Event::Opened);
-        assert_eq!(session.status, Status::Open);
-        session.apply(&Event::Closed { code: 1006, reason: String::new(), clean: false });
-        assert_eq!(session.status.as_str(), "closed");
+    fn replies_are_paired_in_order_with_their_round_trip_times() {
+        let mut session = open_session();
+        let mut out = session.handle(Input::Compose("one".into()), 100.0);
+        out.extend(session.handle(Input::Compose("two".into()), 105.0));
+        assert_eq!(logged(&out), ["Message is sent: one", "Message is sent: two"]);
+        assert_eq!(sent(&out), ["one", "two"]);
+        let first = session.handle(Input::Received("ONE".into()), 112.0);
+        let second = session.handle(Input::Received("TWO".into()), 140.0);
+        let rtt = |out: &[Command]| match &out[0] {
+            Command::Log(line) => (line.kind, line.rtt_ms),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rtt(&first), (Kind::Received, Some(12)));
+        assert_eq!(rtt(&second), (Kind::Received, Some(35)));
+        assert_eq!(session.view(140.0).rtts, [2, 12, 35]);
     }
 
     #[test]
-    fn a_browser_without_websocket_says_so() {
-        let mut session = Session::default();
-        assert_eq!(
-            session.apply(&Event::Supported(false)),
-            "WebSocket not supported by your browser."
+    fn the_chart_keeps_the_last_rtts_only() {
+        let mut session = open_session();
+        for i in 0..(RTT_HISTORY + 5) {
+            let at = 1000.0 * i as f64;
+            session.handle(Input::Compose("x".into()), at);
+            session.handle(Input::Received("X".into()), at + 7.0);
+        }
+        let rtts = session.view(0.0).rtts;
+        assert_eq!(rtts.len(), RTT_HISTORY);
+        assert!(rtts.iter().all(|rtt| *rtt == 7));
+    }
+
+    #[test]
+    fn an_unexpected_close_schedules_a_reconnect_within_the_first_window() {
+        let mut session = open_session();
+        let out = session.handle(closed(close::GOING_AWAY), 1_000.0);
+        assert_eq!(logged(&out), [lines::CLOSED]);
+        assert_eq!(session.status(), Status::Reconnecting);
+        let at = session.wake_at(1_000.0).expect("a wake-up");
+        assert!(at <= 1_250.0, "counts down at least every 250 ms");
+        let view = session.view(1_000.0);
+        assert!(
+            view.status_text.starts_with("Closed (1001), reconnecting in "),
+            "{}",
+            view.status_text
         );
-        assert_eq!(session.status, Status::Unsupported);
+        assert!(view.can_disconnect);
+        // Within the first window (1 s), the timer opens a new socket.
+        assert_eq!(session.handle(Input::Timer, 2_000.0), [Command::Open]);
+        assert_eq!(session.status(), Status::Connecting);
+    }
+
+    #[test]
+    fn the_backoff_grows_with_failures_and_resets_after_a_stable_connection() {
+        let mut session = open_session();
+        let mut now = 0.0;
+        let mut delays = Vec::new();
+        session.handle(closed(close::ABNORMAL), now);
+        for _ in 0..6 {
+            let Conn::Waiting { at } = session.conn else { panic!("waiting") };
+            delays.push((at - now).round() as u32);
+            now = at;
+            assert_eq!(session.handle(Input::Timer, now), [Command::Open]);
+            session.handle(closed(close::ABNORMAL), now);
+        }
+        // The same as the generator's own schedule for this seed: one window per failure.
+        let mut rng = Rng::new(1);
+        let expected: Vec<u32> =
+            (0..6).map(|attempt| rng.delay_ms(attempt).round() as u32).collect();
+        assert_eq!(delays, expected);
+
+        // A connection that stays up long enough starts the schedule over.
+        let Conn::Waiting { at } = session.conn else { panic!("waiting") };
+        session.handle(Input::Timer, at);
+        session.handle(Input::Opened, at);
+        session.handle(closed(close::ABNORMAL), at + backoff::STABLE_MS);
+        let Conn::Waiting { at: next } = session.conn else { panic!("waiting") };
+        assert!(next - (at + backoff::STABLE_MS) < backoff::BASE_MS, "back to the first window");
+    }
+
+    #[test]
+    fn messages_typed_while_disconnected_are_queued_and_sent_in_order_on_reconnect() {
+        let mut session = open_session();
+        session.handle(closed(close::GOING_AWAY), 0.0);
+        let out = session.handle(Input::Compose("first".into()), 10.0);
+        assert_eq!(logged(&out), ["Message is queued: first"]);
+        assert!(sent(&out).is_empty());
+        session.handle(Input::Compose("second".into()), 20.0);
+        assert_eq!(session.queued(), 2);
+        assert!(session.view(20.0).status_text.ends_with(" · 2 queued"));
+
+        session.handle(Input::Visible, 30.0);
+        let out = session.handle(Input::Opened, 40.0);
+        assert_eq!(sent(&out), ["first", "second"], "no Hello again");
+        assert_eq!(session.queued(), 0);
+        // The greeting is logged like the first one, then the replies pair up.
+        let welcome = session.handle(Input::Received(wire::WELCOME.into()), 41.0);
+        assert_eq!(logged(&welcome), ["Message is received: Welcome!"]);
+        session.handle(Input::Received("FIRST".into()), 45.0);
+        assert_eq!(session.view(45.0).rtts.last(), Some(&5));
+    }
+
+    #[test]
+    fn unanswered_messages_are_resent_once_after_reconnect_and_marked() {
+        let mut session = open_session();
+        session.handle(Input::Compose("answered".into()), 10.0);
+        session.handle(Input::Received("ANSWERED".into()), 11.0);
+        session.handle(Input::Compose("lost 1".into()), 12.0);
+        session.handle(Input::Compose("lost 2".into()), 13.0);
+        session.handle(closed(close::ABNORMAL), 14.0);
+        session.handle(Input::Compose("typed later".into()), 15.0);
+        assert_eq!(session.queued(), 3);
+
+        session.handle(Input::Timer, 10_000.0);
+        let out = session.handle(Input::Opened, 10_000.0);
+        assert_eq!(sent(&out), ["lost 1", "lost 2", "typed later"]);
+        assert_eq!(
+            logged(&out),
+            [
+                lines::OPENED,
+                "Message is sent again: lost 1",
+                "Message is sent again: lost 2",
+                "Message is sent: typed later",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_close_that_blames_a_message_drops_it_and_reconnects() {
+        for code in [close::MESSAGE_TOO_BIG, close::INVALID_PAYLOAD, close::UNSUPPORTED_DATA] {
+            let mut session = open_session();
+            session.handle(Input::Compose("bad".into()), 10.0);
+            session.handle(Input::Compose("good".into()), 11.0);
+            let out =
+                session.handle(Input::Closed { code, reason: "refused".into(), clean: true }, 12.0);
+            let expected =
+                format!("Message is dropped, the server refused it ({code} refused): bad");
+            assert_eq!(logged(&out), [lines::CLOSED, expected.as_str()]);
+            assert_eq!(session.status(), Status::Reconnecting);
+            session.handle(Input::Visible, 13.0);
+            let out = session.handle(Input::Opened, 14.0);
+            assert_eq!(sent(&out), ["good"], "{code}: only the innocent message is resent");
+        }
+    }
+
+    #[test]
+    fn a_close_that_retrying_cannot_help_stops_and_says_why() {
+        for code in [close::POLICY_VIOLATION, close::PROTOCOL_ERROR] {
+            let mut session = open_session();
+            let out =
+                session.handle(Input::Closed { code, reason: "origin".into(), clean: true }, 5.0);
+            let expected = format!("Not reconnecting: the server closed with {code} origin");
+            assert_eq!(logged(&out), [lines::CLOSED, expected.as_str()]);
+            assert_eq!(session.status(), Status::Closed);
+            assert_eq!(session.wake_at(5.0), None);
+            assert!(session.handle(Input::Visible, 6.0).is_empty());
+            assert!(session.handle(Input::Online(true), 7.0).is_empty());
+            let text = session.view(7.0).status_text;
+            assert!(text.ends_with("not reconnecting: retrying cannot help"), "{text}");
+            // The user can still try.
+            assert_eq!(session.handle(Input::Connect, 8.0), [Command::Open]);
+        }
+    }
+
+    #[test]
+    fn going_away_and_abnormal_closes_retry() {
+        for code in [close::GOING_AWAY, close::ABNORMAL, close::NO_STATUS, 1011, 1012, 4000] {
+            assert_eq!(classify(code), CloseClass::Retry, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_disconnect_the_user_asked_for_does_not_reconnect() {
+        let mut session = open_session();
+        session.handle(Input::Compose("pending".into()), 10.0);
+        assert_eq!(session.handle(Input::Disconnect, 11.0), [Command::Close]);
+        let out = session.handle(
+            Input::Closed { code: close::NORMAL, reason: String::new(), clean: true },
+            12.0,
+        );
+        assert_eq!(logged(&out), [lines::CLOSED]);
+        assert_eq!(session.status(), Status::Closed);
+        assert_eq!(session.view(12.0).status_text, "Disconnected · 1 queued");
+        assert!(!session.view(12.0).can_disconnect);
+        assert!(session.handle(Input::Timer, 60_000.0).is_empty());
+        assert!(session.handle(Input::Online(true), 60_000.0).is_empty());
+        // Connect resends what was unanswered.
+        assert_eq!(session.handle(Input::Connect, 60_001.0), [Command::Open]);
+        let out = session.handle(Input::Opened, 60_002.0);
+        assert_eq!(sent(&out), ["pending"]);
+    }
+
+    #[test]
+    fn disconnect_while_waiting_cancels_the_reconnect() {
+        let mut session = open_session();
+        session.handle(closed(close::ABNORMAL), 0.0);
+        assert!(session.handle(Input::Disconnect, 1.0).is_empty());
+        assert_eq!(session.status(), Status::Closed);
+        assert_eq!(session.wake_at(1.0), None);
+    }
+
+    #[test]
+    fn offline_waits_for_the_network_and_online_reconnects_at_once() {
+        let mut session = open_session();
+        session.handle(Input::Online(false), 0.0);
+        session.handle(closed(close::ABNORMAL), 1.0);
+        assert_eq!(session.status(), Status::Offline);
+        assert_eq!(session.wake_at(1.0), None, "no retries while offline");
+        assert!(session.handle(Input::Timer, 100_000.0).is_empty());
+        assert!(session.view(2.0).status_text.contains("offline"));
+        assert_eq!(session.handle(Input::Online(true), 100_001.0), [Command::Open]);
+    }
+
+    #[test]
+    fn a_visible_tab_reconnects_at_once() {
+        let mut session = open_session();
+        session.handle(closed(close::ABNORMAL), 0.0);
+        assert_eq!(session.handle(Input::Visible, 1.0), [Command::Open]);
+        // Visible while open changes nothing.
+        session.handle(Input::Opened, 2.0);
+        assert!(session.handle(Input::Visible, 3.0).is_empty());
+    }
+
+    #[test]
+    fn the_countdown_shows_whole_seconds_left() {
+        let mut session = open_session();
+        session.handle(closed(close::ABNORMAL), 0.0);
+        session.conn = Conn::Waiting { at: 3_000.0 };
+        assert_eq!(session.view(0.0).status_text, "Closed (1006), reconnecting in 3 s");
+        assert_eq!(session.view(2_100.0).status_text, "Closed (1006), reconnecting in 1 s");
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_before_sending() {
+        let mut session = open_session();
+        let big = "a".repeat(wire::limits::MAX_MESSAGE_BYTES + 1);
+        let out = session.handle(Input::Compose(big), 10.0);
+        assert!(sent(&out).is_empty());
+        assert_eq!(
+            logged(&out),
+            ["Message is not sent: 65537 bytes is over the server's limit of 65536 bytes"]
+        );
+        let at_limit = "a".repeat(wire::limits::MAX_MESSAGE_BYTES);
+        assert_eq!(sent(&session.handle(Input::Compose(at_limit), 11.0)).len(), 1);
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let mut session = open_session();
+        session.handle(closed(close::ABNORMAL), 0.0);
+        for i in 0..QUEUE_LIMIT {
+            session.handle(Input::Compose(i.to_string()), 1.0);
+        }
+        let out = session.handle(Input::Compose("one too many".into()), 2.0);
+        assert_eq!(logged(&out), ["Message is not queued: 100 messages are already waiting"]);
+        assert_eq!(session.queued(), QUEUE_LIMIT);
+    }
+
+    #[test]
+    fn a_browser_without_websocket_says_so_and_sends_nothing() {
+        let mut session = Session::new(1);
+        let out = session.handle(Input::Start { supported: false }, 0.0);
+        assert_eq!(logged(&out), ["WebSocket not supported by your browser."]);
+        assert_eq!(out.len(), 1, "no socket is opened");
+        assert_eq!(session.status(), Status::Unsupported);
+        let view = session.view(0.0);
+        assert!(!view.composer_enabled);
+        assert!(!view.can_disconnect);
+        assert!(session.handle(Input::Compose("hi".into()), 1.0).is_empty());
+        assert!(session.handle(Input::Connect, 2.0).is_empty());
+    }
+
+    #[test]
+    fn a_failed_first_connection_retries_without_logging_an_open() {
+        let mut session = Session::new(3);
+        session.handle(Input::Start { supported: true }, 0.0);
+        let out = session.handle(closed(close::ABNORMAL), 5.0);
+        assert_eq!(logged(&out), [lines::CLOSED]);
+        assert_eq!(session.status(), Status::Reconnecting);
+    }
+
+    #[test]
+    fn failed_retries_add_no_line_until_the_next_open() {
+        let mut session = open_session();
+        assert_eq!(logged(&session.handle(closed(close::GOING_AWAY), 0.0)), [lines::CLOSED]);
+        for at in [10_000.0, 30_000.0] {
+            assert_eq!(session.handle(Input::Timer, at), [Command::Open]);
+            assert!(logged(&session.handle(closed(close::ABNORMAL), at)).is_empty());
+        }
+        session.handle(Input::Visible, 40_000.0);
+        session.handle(Input::Opened, 40_000.0);
+        assert_eq!(logged(&session.handle(closed(close::ABNORMAL), 41_000.0)), [lines::CLOSED]);
     }
 
     #[test]
     fn binary_messages_are_described_not_dumped() {
-        let mut session = Session::default();
-        assert_eq!(
-            session.apply(&Event::ReceivedBinary(3)),
-            "Message is received: <3 bytes of binary data>"
-        );
+        let mut session = open_session();
+        let out = session.handle(Input::ReceivedBinary(3), 0.0);
+        assert_eq!(logged(&out), ["Message is received: <3 bytes of binary data>"]);
+    }
+
+    #[test]
+    fn long_messages_are_shortened_in_lines_about_them() {
+        assert_eq!(preview("short"), "short");
+        let long = "é".repeat(100);
+        assert_eq!(preview(&long), format!("{}…", "é".repeat(80)));
+        assert_eq!(preview(&"x".repeat(80)), "x".repeat(80));
     }
 }

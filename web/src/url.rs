@@ -1,20 +1,31 @@
-//! The WebSocket URL, derived from the page's own location (never hard-coded).
+//! The WebSocket URL, derived from the page's own address (never hard-coded).
 
 use wasm_bindgen::JsValue;
 
-/// `ws://<host>/ws/` for an `http:` page, `wss://<host>/ws/` for an `https:` one.
-///
-/// `protocol` and `host` are `window.location.protocol` (with its colon) and
-/// `window.location.host` (with the port, if any).
-pub fn ws_url(protocol: &str, host: &str) -> String {
-    let scheme = if protocol == "https:" { "wss" } else { "ws" };
-    format!("{scheme}://{host}{}", wire::WS_PATH)
+/// The socket beside the page: `ws/` resolved against the page's base URL, with `http` → `ws`
+/// and `https` → `wss`. A page at `http://host/` talks to `ws://host/ws/`; one served under a
+/// sub-path, `https://host/app/`, to `wss://host/app/ws/`. `None` for a base that is not
+/// http(s).
+pub fn ws_url(base: &str) -> Option<String> {
+    let (scheme, rest) = base.split_once("://")?;
+    let scheme = match scheme {
+        "http" => "ws",
+        "https" => "wss",
+        _ => return None,
+    };
+    // Drop the fragment and query, then the last path segment (a file name, or nothing).
+    let rest = rest.split(['#', '?']).next().unwrap_or_default();
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let dir = path.rsplit_once('/').map_or("", |(dir, _file)| dir);
+    let dir = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+    let relative = wire::WS_PATH.trim_start_matches('/');
+    Some(format!("{scheme}://{authority}/{dir}{relative}"))
 }
 
-/// [`ws_url`] for the current page.
-pub fn for_page(window: &web_sys::Window) -> Result<String, JsValue> {
-    let location = window.location();
-    Ok(ws_url(&location.protocol()?, &location.host()?))
+/// [`ws_url`] for the current page (its `document.baseURI`, which honours a `<base>` tag).
+pub fn for_page(document: &web_sys::Document) -> Result<String, JsValue> {
+    let base = document.base_uri()?.ok_or("the page has no base URL")?;
+    ws_url(&base).ok_or_else(|| format!("cannot derive a WebSocket URL from {base}").into())
 }
 
 #[cfg(test)]
@@ -25,16 +36,39 @@ mod tests {
 
     #[test]
     fn http_pages_use_ws_on_the_same_host_and_port() {
-        assert_eq!(ws_url("http:", "127.0.0.1:8888"), "ws://127.0.0.1:8888/ws/");
+        assert_eq!(ws_url("http://127.0.0.1:8888/").as_deref(), Some("ws://127.0.0.1:8888/ws/"));
+        assert_eq!(ws_url("http://127.0.0.1:8888").as_deref(), Some("ws://127.0.0.1:8888/ws/"));
     }
 
     #[test]
     fn https_pages_use_wss() {
-        assert_eq!(ws_url("https:", "example.com"), "wss://example.com/ws/");
+        assert_eq!(ws_url("https://example.com/").as_deref(), Some("wss://example.com/ws/"));
     }
 
     #[test]
     fn ipv6_hosts_keep_their_brackets() {
-        assert_eq!(ws_url("http:", "[::1]:8080"), "ws://[::1]:8080/ws/");
+        assert_eq!(ws_url("http://[::1]:8080/").as_deref(), Some("ws://[::1]:8080/ws/"));
+    }
+
+    #[test]
+    fn a_page_under_a_sub_path_finds_its_socket_beside_it() {
+        assert_eq!(
+            ws_url("https://example.com/app/").as_deref(),
+            Some("wss://example.com/app/ws/")
+        );
+        assert_eq!(
+            ws_url("http://example.com/app/index.html?x=1#top").as_deref(),
+            Some("ws://example.com/app/ws/")
+        );
+        assert_eq!(
+            ws_url("http://example.com/index.html").as_deref(),
+            Some("ws://example.com/ws/")
+        );
+    }
+
+    #[test]
+    fn other_schemes_have_no_socket() {
+        assert_eq!(ws_url("file:///tmp/index.html"), None);
+        assert_eq!(ws_url("about:blank"), None);
     }
 }

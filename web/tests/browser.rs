@@ -1,5 +1,6 @@
-//! Browser tests (wasm-bindgen-test in headless Chromium): the DOM log, and a real WebSocket
-//! conversation with a real server that `cargo xtask test` starts.
+//! Browser tests (wasm-bindgen-test in headless Chromium): the page's DOM, the driver without
+//! WebSocket, and real WebSocket conversations with a real server that `cargo xtask test`
+//! starts. (The session's state-machine tests run here too, from the library's unit tests.)
 //!
 //! The server's URL is fixed at compile time through `WS_TEST_URL`, because the test runner
 //! passes no environment to the browser.
@@ -9,8 +10,8 @@ use std::ops::ControlFlow;
 
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 use web::conn;
-use web::page::Log;
-use web::session::Event;
+use web::page::{Page, LOG_LIMIT};
+use web::session::{lines, Input, Kind, Line, Status, View};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -32,31 +33,123 @@ fn refused_url() -> &'static str {
     }
 }
 
-fn document() -> web_sys::Document {
-    web_sys::window().and_then(|w| w.document()).expect("a document")
+fn window() -> web_sys::Window {
+    web_sys::window().expect("a window")
+}
+
+/// The real `index.html`, whose `<main id="app">` holds the page's controls.
+const INDEX_HTML: &str = include_str!("../../index.html");
+
+/// A fresh copy of the page's controls from `index.html` in the test document (replacing the
+/// previous test's), found by [`Page::find`] as the real page finds them.
+fn mounted() -> Page {
+    let document = window().document().expect("a document");
+    if let Some(old) = document.get_element_by_id("app") {
+        old.remove();
+    }
+    let start = INDEX_HTML.find("<main id=\"app\">").expect("index.html has <main id=app>");
+    let end = INDEX_HTML.find("</main>").expect("</main>") + "</main>".len();
+    let holder = document.create_element("div").expect("element");
+    holder.set_inner_html(&INDEX_HTML[start..end]);
+    document.body().expect("body").append_child(&holder).expect("append");
+    Page::find(&document).expect("the controls")
+}
+
+fn line(kind: Kind, text: &str) -> Line {
+    Line { kind, text: text.to_owned(), rtt_ms: None }
 }
 
 #[wasm_bindgen_test]
 fn log_lines_are_inserted_as_text_not_html() {
-    let log = Log::attach(document()).expect("log element");
-    let before = log.element().child_element_count();
-    log.append("<b>bold?</b> & <script>alert(1)</script>").expect("append");
-
-    let element = log.element();
-    assert_eq!(element.child_element_count(), before + 1);
-    let last = element.last_element_child().expect("the new line");
+    let page = mounted();
+    let markup = "<img src=x onerror=alert(1)> & <script>alert(1)</script>";
+    page.append(&line(Kind::Received, markup)).expect("append");
+    let last = page.log.last_element_child().expect("the new line");
     assert_eq!(last.tag_name(), "P");
-    assert_eq!(last.text_content().as_deref(), Some("<b>bold?</b> & <script>alert(1)</script>"));
+    assert_eq!(last.class_name(), "received");
+    assert_eq!(last.text_content().as_deref(), Some(markup));
     assert_eq!(last.child_element_count(), 0, "markup must not become elements");
 }
 
 #[wasm_bindgen_test]
+fn replies_carry_their_round_trip_time_and_the_log_is_capped() {
+    let page = mounted();
+    let reply = Line { kind: Kind::Received, text: lines::received("HI"), rtt_ms: Some(12) };
+    page.append(&reply).expect("append");
+    let last = page.log.last_element_child().expect("line");
+    assert_eq!(last.get_attribute("data-rtt").as_deref(), Some("12"));
+    assert_eq!(
+        last.text_content().as_deref(),
+        Some("Message is received: HI"),
+        "the text stays the tutorial's"
+    );
+
+    for i in 0..LOG_LIMIT + 20 {
+        page.append(&line(Kind::Sent, &i.to_string())).expect("append");
+    }
+    assert_eq!(page.log.child_element_count(), LOG_LIMIT);
+    let first = page.log.first_element_child().expect("oldest");
+    assert_eq!(first.text_content().as_deref(), Some("20"), "the oldest lines went first");
+}
+
+#[wasm_bindgen_test]
+fn the_view_sets_status_buttons_and_chart() {
+    let page = mounted();
+    let view = View {
+        status: Status::Reconnecting,
+        status_text: "Closed (1006), reconnecting in 3 s · 2 queued".to_owned(),
+        can_disconnect: true,
+        composer_enabled: true,
+        rtts: vec![10, 20, 5],
+    };
+    page.render(&view).expect("render");
+    assert_eq!(page.status.text_content().as_deref(), Some(view.status_text.as_str()));
+    assert_eq!(page.status.get_attribute("role").as_deref(), Some("status"));
+    assert_eq!(page.log.get_attribute("data-status").as_deref(), Some("reconnecting"));
+    assert_eq!(page.toggle.text_content().as_deref(), Some("Disconnect"));
+    assert!(!page.input.has_attribute("disabled"));
+    let caption =
+        window().document().and_then(|d| d.get_element_by_id("rtt-caption")).expect("caption");
+    assert_eq!(
+        caption.text_content().as_deref(),
+        Some("Round trips: median 10 ms of the last 3, top 20 ms")
+    );
+
+    page.render(&View { can_disconnect: false, composer_enabled: false, ..view }).expect("render");
+    assert_eq!(page.toggle.text_content().as_deref(), Some("Connect"));
+    assert!(page.input.has_attribute("disabled"));
+    assert!(page.send.has_attribute("disabled"));
+}
+
+#[wasm_bindgen_test]
+async fn without_websocket_the_page_says_so_and_disables_the_composer() {
+    // Take the API away, as an old browser would lack it.
+    let window = window();
+    let api = js_sys::Reflect::get(&window, &"WebSocket".into()).expect("WebSocket");
+    js_sys::Reflect::delete_property(&window, &"WebSocket".into()).expect("delete");
+    let supported = web::websocket_supported(&window);
+    js_sys::Reflect::set(&window, &"WebSocket".into(), &api).expect("restore");
+    assert!(!supported);
+
+    let page = mounted();
+    let (log, input) = (page.log.clone(), page.input.clone());
+    wasm_bindgen_futures::spawn_local(web::run(page, server_url().to_owned(), supported, 1));
+    // The driver handles its first inputs before it first waits.
+    gloo_timers::future::TimeoutFuture::new(0).await;
+    let first = log.first_element_child().and_then(|p| p.text_content());
+    assert_eq!(first.as_deref(), Some(lines::UNSUPPORTED));
+    assert_eq!(log.child_element_count(), 1);
+    assert_eq!(log.get_attribute("data-status").as_deref(), Some("unsupported"));
+    assert!(input.has_attribute("disabled"));
+}
+
+#[wasm_bindgen_test]
 async fn real_server_greets_then_answers_hello_upper_cased() {
-    let mut events = Vec::new();
-    conn::run(server_url(), wire::HELLO, |event| {
-        let received = matches!(event, Event::Received(_));
-        events.push(event);
-        let replies = events.iter().filter(|e| matches!(e, Event::Received(_))).count();
+    let mut inputs = Vec::new();
+    conn::run(server_url(), wire::HELLO, |input| {
+        let received = matches!(input, Input::Received(_));
+        inputs.push(input);
+        let replies = inputs.iter().filter(|i| matches!(i, Input::Received(_))).count();
         if received && replies == 2 {
             ControlFlow::Break(())
         } else {
@@ -67,28 +160,52 @@ async fn real_server_greets_then_answers_hello_upper_cased() {
     .expect("the socket opens");
 
     assert_eq!(
-        events,
+        inputs,
         [
-            Event::Opened,
-            Event::Received(wire::WELCOME.to_owned()),
-            Event::Received(wire::reply(wire::HELLO)),
+            Input::Opened,
+            Input::Received(wire::WELCOME.to_owned()),
+            Input::Received(wire::reply(wire::HELLO)),
         ]
     );
 }
 
 #[wasm_bindgen_test]
 async fn nothing_listening_reports_an_abnormal_close_without_opening() {
-    let mut events = Vec::new();
-    conn::run(refused_url(), wire::HELLO, |event| {
-        events.push(event);
+    let mut inputs = Vec::new();
+    conn::run(refused_url(), wire::HELLO, |input| {
+        inputs.push(input);
         ControlFlow::Continue(())
     })
     .await
     .expect("opening is attempted");
 
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
     assert!(
-        matches!(&events[0], Event::Closed { code, clean: false, .. } if *code == wire::close::ABNORMAL),
-        "{events:?}"
+        matches!(&inputs[0], Input::Closed { code, clean: false, .. } if *code == wire::close::ABNORMAL),
+        "{inputs:?}"
     );
+}
+
+#[wasm_bindgen_test]
+async fn an_oversized_message_is_refused_with_a_1009_the_browser_actually_receives() {
+    let limit = wire::limits::MAX_MESSAGE_BYTES;
+    for size in [70 * 1024, 2 * 1024 * 1024] {
+        let mut inputs = Vec::new();
+        conn::run(server_url(), &"a".repeat(size), |input| {
+            inputs.push(input);
+            ControlFlow::Continue(())
+        })
+        .await
+        .expect("the socket opens");
+
+        let closed = inputs.iter().find_map(|input| match input {
+            Input::Closed { code, reason, clean } => Some((*code, reason.clone(), *clean)),
+            _ => None,
+        });
+        assert_eq!(
+            closed,
+            Some((wire::close::MESSAGE_TOO_BIG, wire::close::reason_too_big(limit), true)),
+            "{size} bytes: {inputs:?}"
+        );
+    }
 }

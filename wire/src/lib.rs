@@ -15,6 +15,13 @@ pub const WELCOME: &str = "Welcome!";
 /// The message the browser client sends once the connection is open.
 pub const HELLO: &str = "Hello there!";
 
+/// Liveness probe: 200 while the process serves HTTP.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Readiness probe: 200, then 503 from the moment shutdown begins.
+pub const READYZ_PATH: &str = "/readyz";
+/// Prometheus metrics in the text exposition format.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// Address the server binds and the command-line client connects to by default.
 pub const DEFAULT_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 /// Port of the original Tornado tutorial.
@@ -58,15 +65,28 @@ pub mod close {
     pub const ABNORMAL: u16 = 1006;
     /// A text message was not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// A message was larger than [`super::limits::MAX_MESSAGE_BYTES`].
+    /// The peer broke a policy of the endpoint; retrying will not help.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A message was larger than the server's limit ([`super::limits::MAX_MESSAGE_BYTES`] by
+    /// default); the reason is [`reason_too_big`].
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The client wanted an extension the server did not offer.
+    pub const MANDATORY_EXTENSION: u16 = 1010;
 
     /// Close reason sent with [`UNSUPPORTED_DATA`] when a binary message arrives.
     pub const REASON_BINARY: &str = "binary messages are not supported; send text";
     /// Close reason sent with [`GOING_AWAY`] when the server shuts down.
     pub const REASON_SHUTDOWN: &str = "server shutting down";
-    /// Close reason sent with [`MESSAGE_TOO_BIG`].
-    pub const REASON_TOO_BIG: &str = "message too big: the limit is 65536 bytes";
+    /// Close reason sent with [`GOING_AWAY`] when nothing (no message, no pong) arrived for the
+    /// server's idle timeout.
+    pub const REASON_IDLE: &str = "idle timeout: no message or pong received";
+    /// Start of the reason sent with [`MESSAGE_TOO_BIG`]; [`reason_too_big`] adds the limit.
+    pub const REASON_TOO_BIG_PREFIX: &str = "message too big: the limit is ";
+
+    /// Close reason sent with [`MESSAGE_TOO_BIG`]: names the limit, so a client can say why.
+    pub fn reason_too_big(limit: usize) -> String {
+        format!("{REASON_TOO_BIG_PREFIX}{limit} bytes")
+    }
     /// Close reason sent with [`INVALID_PAYLOAD`].
     pub const REASON_INVALID_UTF8: &str = "text message is not valid UTF-8";
     /// Close reason sent with [`PROTOCOL_ERROR`].
@@ -106,9 +126,8 @@ mod tests {
     }
 
     #[test]
-    fn too_big_reason_names_the_real_limit() {
-        let limit = limits::MAX_MESSAGE_BYTES.to_string();
-        assert!(close::REASON_TOO_BIG.ends_with(&format!("{limit} bytes")));
+    fn too_big_reason_names_the_limit() {
+        assert_eq!(close::reason_too_big(65536), "message too big: the limit is 65536 bytes");
     }
 
     #[test]
@@ -117,7 +136,8 @@ mod tests {
         for reason in [
             close::REASON_BINARY,
             close::REASON_SHUTDOWN,
-            close::REASON_TOO_BIG,
+            &close::reason_too_big(usize::MAX),
+            close::REASON_IDLE,
             close::REASON_INVALID_UTF8,
             close::REASON_PROTOCOL,
         ] {

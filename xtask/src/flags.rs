@@ -32,4 +32,11 @@ pub enum Command {
     },
     /// Print the size of the built bundle (.wasm and .js, raw and gzip -9).
     Size,
+    /// Measure our server against Tornado, axum's defaults and fastwebsockets (servers pinned
+    /// to one core, the load generator to the other) and write the table to
+    /// docs/BENCHMARKS.md. `--smoke`: one short round that only checks every reply.
+    Bench {
+        #[arg(long)]
+        smoke: bool,
+    },
 }

@@ -1,11 +1,14 @@
 //! `cargo xtask`: the one entry point for setting up, building, running and testing.
 
+mod autobahn;
+mod bench;
 mod bundle;
 mod dev;
 mod flags;
 mod process;
 mod setup;
 mod test;
+mod venv;
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +42,11 @@ fn run(command: Command) -> Result<()> {
         Command::Build => build(&root),
         Command::Setup { browser } => setup::tools(&root, browser),
         Command::Size => bundle::print_size(&root).map(drop),
+        Command::Bench { smoke } => {
+            setup::tools(&root, false)?;
+            let plan = if smoke { bench::Plan::SMOKE } else { bench::Plan::FULL };
+            bench::run(&root, plan, !smoke)
+        }
     }
 }
 

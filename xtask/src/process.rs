@@ -95,6 +95,13 @@ pub struct Guard {
     child: Child,
 }
 
+impl Guard {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -122,8 +129,14 @@ pub fn signal(sig: &str, target: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// Starts the server binary on a free port and returns once it printed its URL.
-pub fn start_server(binary: &Path, assets: &Path) -> Result<(Guard, SocketAddr)> {
+/// Starts the server binary on a free port (with `extra` flags and `RUST_LOG=log_filter`) and
+/// returns once it printed its URL.
+pub fn start_server(
+    binary: &Path,
+    assets: &Path,
+    extra: &[&str],
+    log_filter: &str,
+) -> Result<(Guard, SocketAddr)> {
     if !binary.is_file() {
         bail!("{} does not exist; build it with `cargo build -p server`", binary.display());
     }
@@ -131,12 +144,21 @@ pub fn start_server(binary: &Path, assets: &Path) -> Result<(Guard, SocketAddr)>
     command
         .args(["--host", "127.0.0.1", "--port", "0", "--assets"])
         .arg(assets)
-        .stdout(Stdio::piped());
-    let mut child =
-        command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+        .args(extra)
+        .env("RUST_LOG", log_filter);
+    start_announcing(command)
+}
+
+/// Starts any server that prints a [`wire::SERVING_ON`] line (ours, or a benchmark's
+/// reference) and returns once it did.
+pub fn start_announcing(mut command: Command) -> Result<(Guard, SocketAddr)> {
+    let line = describe(&command);
+    command.stdout(Stdio::piped());
+    let mut child = command.spawn().with_context(|| format!("cannot start `{line}`"))?;
     let stdout = child.stdout.take().context("server stdout")?;
     let guard = Guard { child };
-    let addr = read_served_addr(stdout, Duration::from_secs(60))?;
+    let addr = read_served_addr(stdout, Duration::from_secs(60))
+        .with_context(|| format!("`{line}` did not announce its address"))?;
     Ok((guard, addr))
 }
 

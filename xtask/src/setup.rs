@@ -13,11 +13,14 @@ use anyhow::{bail, Context, Result};
 use crate::process::{output, run};
 
 pub const TRUNK_VERSION: &str = "0.21.14";
+/// geckodriver (not packaged by Debian) for the end-to-end tests in Firefox.
+pub const GECKODRIVER_VERSION: &str = "0.37.1";
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// What `wasm-opt --version` must contain (also `[tools] wasm_opt` in Trunk.toml).
 pub const WASM_OPT_VERSION: &str = "version_123";
 
-/// Ensures every build tool; with `browser`, also Chromium and chromedriver for tests.
+/// Ensures every build tool; with `browser`, also what the tests run: Chromium and
+/// chromedriver, Firefox ESR and geckodriver, nginx.
 pub fn tools(root: &Path, browser: bool) -> Result<()> {
     println!("==> checking tools");
     let started = Instant::now();
@@ -29,6 +32,9 @@ pub fn tools(root: &Path, browser: bool) -> Result<()> {
     if browser {
         lint_components()?;
         chromium()?;
+        firefox()?;
+        cargo_tool("geckodriver", "geckodriver", GECKODRIVER_VERSION, &[])?;
+        nginx()?;
     }
     println!("    tools ready in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
@@ -82,7 +88,7 @@ fn cargo_tool(binary: &str, krate: &str, version: &str, extra: &[&str]) -> Resul
         Some(other) => println!("    {binary}: found `{other}`, need {version}"),
         None => println!("    {binary}: missing"),
     }
-    let minutes = if krate == "trunk" { "about 6 minutes" } else { "about 2 minutes" };
+    let minutes = if krate == "trunk" { "about 13 minutes" } else { "about 2 minutes" };
     installing(&format!("{krate} {version} (cargo install)"), minutes);
     let install = |locked: bool| {
         let mut command = Command::new(crate::process::cargo_exe());
@@ -113,20 +119,23 @@ fn lint_components() -> Result<()> {
         .context("cannot add rustfmt and clippy; install them with rustup")
 }
 
+/// The npm tools pinned in `tools/package.json`: binaryen's wasm-opt and terser.
 fn wasm_opt(root: &Path) -> Result<()> {
     let tools = root.join("tools");
     let binary = tools.join("node_modules/.bin/wasm-opt");
     let found = output(&binary.to_string_lossy(), &["--version"]).unwrap_or_default();
-    if found.contains(WASM_OPT_VERSION) {
-        println!("    wasm-opt {WASM_OPT_VERSION} (npm binaryen): present");
+    let terser = crate::bundle::terser(root);
+    let terser_found = output(&terser.to_string_lossy(), &["--version"]).unwrap_or_default();
+    if found.contains(WASM_OPT_VERSION) && terser_found.ends_with(crate::bundle::TERSER_VERSION) {
+        println!("    wasm-opt {WASM_OPT_VERSION} (npm binaryen), {terser_found}: present");
         return Ok(());
     }
     if output("npm", &["--version"]).is_none() {
         apt_install(&["nodejs", "npm"], "npm (to install binaryen's wasm-opt)")?;
     }
-    installing("binaryen's wasm-opt (npm ci in tools/)", "a few seconds");
+    installing("binaryen's wasm-opt and terser (npm ci in tools/)", "a few seconds");
     run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--prefix"]).arg(&tools))
-        .context("cannot install binaryen from npm")
+        .context("cannot install binaryen and terser from npm")
 }
 
 fn chromium() -> Result<()> {
@@ -140,8 +149,32 @@ fn chromium() -> Result<()> {
     apt_install(&["chromium", "chromium-driver"], "Chromium and chromedriver (browser tests)")
 }
 
+/// Debian's Firefox ESR, the second browser of the end-to-end tests.
+fn firefox() -> Result<()> {
+    if let Some(version) = output("firefox-esr", &["--version"]) {
+        println!("    {version}: present");
+        return Ok(());
+    }
+    apt_install(&["firefox-esr"], "Firefox ESR (end-to-end tests)")
+}
+
+/// Debian's nginx, which the end-to-end tests run unprivileged in front of the server.
+fn nginx() -> Result<()> {
+    if let Some(path) = find_nginx() {
+        println!("    nginx: present ({})", path.display());
+        return Ok(());
+    }
+    apt_install(&["nginx"], "nginx (proxy tests)")
+}
+
+/// nginx on `PATH`, or where Debian puts it (`/usr/sbin`, absent from many users' `PATH`).
+pub fn find_nginx() -> Option<std::path::PathBuf> {
+    let debian = Path::new("/usr/sbin/nginx");
+    crate::test::find_on_path("nginx").or_else(|| debian.is_file().then(|| debian.to_path_buf()))
+}
+
 /// `apt-get update` then `apt-get install -y PACKAGES` (through sudo when not root).
-fn apt_install(packages: &[&str], what: &str) -> Result<()> {
+pub(crate) fn apt_install(packages: &[&str], what: &str) -> Result<()> {
     installing(&format!("{what} with apt-get"), "under a minute");
     let root_user = output("id", &["-u"]).as_deref() == Some("0");
     let sudo: &[&str] = if root_user { &[] } else { &["sudo", "-n"] };

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::process::{cargo, cargo_exe, run, start_server, step};
 use crate::setup::{self, WASM_TARGET};
-use crate::{bundle, target_dir};
+use crate::{autobahn, bench, bundle, target_dir};
 
 const CLIPPY_NATIVE: &[&str] =
     &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"];
@@ -34,7 +34,10 @@ pub fn all(root: &Path) -> Result<()> {
     setup::tools(root, true)?;
     let chromedriver =
         find_on_path("chromedriver").context("chromedriver not found after setup")?;
+    let nginx = setup::find_nginx().context("nginx not found after setup")?;
+    let geckodriver = find_on_path("geckodriver").context("geckodriver not found after setup")?;
     let server_bin = target_dir(root).join("debug/server");
+    let client_bin = target_dir(root).join("debug/client");
     let dist = root.join("dist");
 
     step("formatting (cargo fmt --check)", || {
@@ -56,13 +59,16 @@ pub fn all(root: &Path) -> Result<()> {
         command
             .args(["test", "--workspace", "--locked"])
             .env("E2E_SERVER_BIN", &server_bin)
+            .env("E2E_CLIENT_BIN", &client_bin)
             .env("E2E_DIST", &dist)
             .env("CHROMEDRIVER", &chromedriver)
+            .env("NGINX", &nginx)
+            .env("GECKODRIVER", &geckodriver)
             .current_dir(root);
         run(&mut command).context(SEE_FAILURES)
     })?;
     step("browser tests (wasm-bindgen-test in headless Chromium)", || {
-        let (_server, addr) = start_server(&server_bin, &dist)?;
+        let (_server, addr) = start_server(&server_bin, &dist, &[], "server=info")?;
         let mut command = Command::new(cargo_exe());
         command
             .args(["test", "--package", "web", "--target", WASM_TARGET, "--locked"])
@@ -74,6 +80,23 @@ pub fn all(root: &Path) -> Result<()> {
             .env("WASM_BINDGEN_TEST_TIMEOUT", "60")
             .current_dir(root);
         run(&mut command).context(SEE_FAILURES)
+    })?;
+    let kosoku = autobahn::ensure_kosoku(root)?;
+    step("Autobahn TestSuite cases 1-10 (kosoku) against server --plain-echo", || {
+        let size = autobahn::LARGEST_MESSAGE.to_string();
+        // Warnings only: the cases send hundreds of deliberately bad frames, each logged at info.
+        let (_server, addr) = start_server(
+            &server_bin,
+            &dist,
+            &["--plain-echo", "--max-message-size", &size],
+            "server=warn",
+        )?;
+        let counts = autobahn::run_cases(root, &kosoku, &format!("ws://{addr}{}", wire::WS_PATH))?;
+        println!("    {counts}");
+        Ok(())
+    })?;
+    step("benchmark smoke run (every server answers every message)", || {
+        bench::run(root, bench::Plan::SMOKE, false)
     })?;
     println!("==> all checks passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())

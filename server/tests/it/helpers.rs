@@ -1,13 +1,20 @@
-//! `spawn_app()`: a real server on `127.0.0.1:0` with a small fake bundle, stopped on drop.
+//! `spawn_app()`: a real server on `127.0.0.1:0` with a small fake bundle, stopped on drop;
+//! plain HTTP requests, raw sockets and metric scraping for the tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::http::{header, Request, StatusCode};
 use futures_util::StreamExt;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use server::Config;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,6 +24,8 @@ pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Marker text in the fake bundle's `index.html`.
 pub const PAGE_MARKER: &str = "<title>test page</title>";
+/// A trunk-style content-hashed file in the fake bundle.
+pub const HASHED_WASM: &str = "web-0123456789abcdef_bg.wasm";
 /// Longest any single step of a test may take before it fails instead of hanging.
 pub const STEP: Duration = Duration::from_secs(10);
 
@@ -69,6 +78,11 @@ pub async fn spawn_app() -> TestServer {
     )
     .expect("write index.html");
     std::fs::write(assets.join("app_bg.wasm"), b"\0asm\x01\0\0\0").expect("write wasm");
+    // A content-hashed file as trunk names them, with precompressed copies as `cargo xtask
+    // build` writes them (contents that tell which one was sent).
+    std::fs::write(assets.join(HASHED_WASM), b"\0asm identity").expect("write");
+    std::fs::write(assets.join(format!("{HASHED_WASM}.br")), b"brotli bytes").expect("write");
+    std::fs::write(assets.join(format!("{HASHED_WASM}.gz")), b"gzip bytes").expect("write");
     let mut server = spawn_with(Config { assets: assets.clone(), ..test_config() }).await;
     server.assets = Some(assets);
     server
@@ -123,4 +137,112 @@ pub async fn next(socket: &mut Socket) -> Message {
         .expect("a message in time")
         .expect("stream still open")
         .expect("no protocol error")
+}
+
+/// An HTTP response, read whole.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: header::HeaderName) -> String {
+        self.headers.get(name).map(|v| v.to_str().expect("ascii").to_owned()).unwrap_or_default()
+    }
+}
+
+/// `GET url` on a fresh connection.
+pub async fn get(url: &str) -> Reply {
+    get_with(url, &[]).await
+}
+
+/// `GET url` with extra request headers.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut request = Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::new()).expect("request");
+    let response = tokio::time::timeout(STEP, client.request(request))
+        .await
+        .expect("in time")
+        .expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+/// The value of one sample in `/metrics` (`name` with its labels, e.g.
+/// `ws_closes_total{code="1000"}`); 0 when absent, as Prometheus treats a missing counter.
+pub fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+impl TestServer {
+    /// The server's `/metrics` text.
+    pub async fn scrape(&self) -> String {
+        let reply = get(&self.url(wire::METRICS_PATH)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.body
+    }
+
+    /// Polls `/metrics` until `name` reaches `value` (connection ends are counted when the
+    /// connection task finishes, a moment after the client saw the close); fails after STEP.
+    pub async fn wait_for_metric(&self, name: &str, value: f64) -> String {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let metrics = self.scrape().await;
+            if metric(&metrics, name) >= value {
+                return metrics;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not reach {value}:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A hand-written upgrade request for `/ws/` with `extra` header lines, and the server's
+/// response head; the socket is returned as it is, for tests that misbehave on purpose.
+pub async fn raw_upgrade(addr: std::net::SocketAddr, extra: &str) -> (TcpStream, String) {
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n",
+        wire::WS_PATH
+    );
+    raw_request(addr, request.as_bytes()).await
+}
+
+/// Sends `request` as it is on a new connection and reads the response head.
+pub async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> (TcpStream, String) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0];
+        let n = tokio::time::timeout(STEP, tcp.read(&mut byte)).await.expect("head in time");
+        assert_eq!(n.expect("read"), 1, "connection closed in the response head: {head:?}");
+        head.push(byte[0]);
+    }
+    (tcp, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Reads until the peer closes the connection (or resets it); fails after STEP.
+pub async fn read_to_end(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        match tokio::time::timeout(STEP, tcp.read(&mut buffer)).await.expect("closed in time") {
+            Ok(0) | Err(_) => return bytes,
+            Ok(n) => bytes.extend_from_slice(&buffer[..n]),
+        }
+    }
 }

@@ -1,42 +1,19 @@
 //! The page and its assets over plain HTTP.
 
-use axum::body::Bytes;
-use axum::http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use axum::http::{header, StatusCode};
 
-use crate::helpers::{spawn_app, spawn_without_bundle, PAGE_MARKER, STEP};
-
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    body: String,
-}
-
-async fn get(url: &str) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let request = Request::get(url).body(Empty::new()).expect("request");
-    let response = tokio::time::timeout(STEP, client.request(request))
-        .await
-        .expect("in time")
-        .expect("response");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().expect("ascii").to_owned())
-        .unwrap_or_default();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    Reply { status, content_type, body: String::from_utf8_lossy(&body).into_owned() }
-}
+use crate::helpers::{get, get_with, spawn_app, spawn_without_bundle, HASHED_WASM, PAGE_MARKER};
 
 #[tokio::test]
 async fn root_serves_the_bundle_page() {
     let app = spawn_app().await;
     let reply = get(&app.url("/")).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert!(reply.content_type.starts_with("text/html"), "{}", reply.content_type);
+    assert!(
+        reply.header(header::CONTENT_TYPE).starts_with("text/html"),
+        "{}",
+        reply.header(header::CONTENT_TYPE)
+    );
     assert!(reply.body.contains(PAGE_MARKER), "{}", reply.body);
 }
 
@@ -45,7 +22,7 @@ async fn wasm_is_served_as_application_wasm() {
     let app = spawn_app().await;
     let reply = get(&app.url("/app_bg.wasm")).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.content_type, "application/wasm");
+    assert_eq!(reply.header(header::CONTENT_TYPE), "application/wasm");
 }
 
 #[tokio::test]
@@ -90,4 +67,86 @@ async fn a_silent_http_client_cannot_hold_up_shutdown_past_the_grace_period() {
     // `stop` fails the test if `run` has not returned within STEP (10 s).
     app.stop().await;
     drop(stalled);
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_200_while_serving() {
+    let app = spawn_app().await;
+    let health = get(&app.url(wire::HEALTHZ_PATH)).await;
+    assert_eq!((health.status, health.body.as_str()), (StatusCode::OK, "ok\n"));
+    let ready = get(&app.url(wire::READYZ_PATH)).await;
+    assert_eq!((ready.status, ready.body.as_str()), (StatusCode::OK, "ready\n"));
+}
+
+#[tokio::test]
+async fn readiness_turns_503_the_moment_shutdown_begins() {
+    use axum::body::Body;
+    use tower::Service;
+
+    let state = server::AppState::new(crate::helpers::test_config());
+    let mut app = server::router(state.clone());
+    let mut readyz = || {
+        let request = axum::http::Request::get(wire::READYZ_PATH).body(Body::empty());
+        app.call(request.expect("request"))
+    };
+    assert_eq!(readyz().await.expect("infallible").status(), StatusCode::OK);
+    state.shutdown.cancel();
+    assert_eq!(readyz().await.expect("infallible").status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_the_prometheus_text_format() {
+    let app = spawn_app().await;
+    let reply = get(&app.url(wire::METRICS_PATH)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.header(header::CONTENT_TYPE).starts_with("application/openmetrics-text"));
+    for name in [
+        "# TYPE ws_connections_open gauge",
+        "# TYPE ws_connections counter",
+        "# TYPE ws_handshake_duration_seconds histogram",
+        "ws_connections_max ",
+    ] {
+        assert!(reply.body.contains(name), "metrics lack {name:?}:\n{}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn hashed_assets_are_cached_for_a_year_and_sent_precompressed() {
+    let app = spawn_app().await;
+    let url = app.url(&format!("/{HASHED_WASM}"));
+    for (accept, encoding, body) in [
+        ("br, gzip", Some("br"), "brotli bytes"),
+        ("gzip", Some("gzip"), "gzip bytes"),
+        ("identity", None, "\0asm identity"),
+    ] {
+        let reply = get_with(&url, &[("accept-encoding", accept)]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{accept}");
+        assert_eq!(reply.header(header::CONTENT_TYPE), "application/wasm", "{accept}");
+        assert_eq!(
+            reply.header(header::CACHE_CONTROL),
+            server::assets::CACHE_IMMUTABLE,
+            "{accept}"
+        );
+        let sent = reply.headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().expect("ascii"));
+        assert_eq!(sent, encoding, "{accept}");
+        assert_eq!(reply.body, body, "{accept}");
+    }
+    // A file without a content hash in its name is not marked immutable.
+    let plain = get(&app.url("/app_bg.wasm")).await;
+    assert_eq!(plain.header(header::CACHE_CONTROL), "");
+}
+
+#[tokio::test]
+async fn the_page_is_revalidated_and_a_conditional_request_gets_304() {
+    let app = spawn_app().await;
+    let first = get(&app.url("/")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header(header::CACHE_CONTROL), server::assets::CACHE_REVALIDATE);
+    let modified = first.header(header::LAST_MODIFIED);
+    assert!(!modified.is_empty(), "no Last-Modified to revalidate with");
+
+    let again = get_with(&app.url("/"), &[("if-modified-since", &modified)]).await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(again.header(header::CACHE_CONTROL), server::assets::CACHE_REVALIDATE);
+    assert!(again.body.is_empty());
 }

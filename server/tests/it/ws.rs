@@ -113,21 +113,6 @@ async fn binary_is_refused_with_1003_and_a_reason() {
 }
 
 #[tokio::test]
-async fn oversized_message_is_refused_with_1009() {
-    let app = spawn_app().await;
-    let mut socket = connect(&app.ws_url()).await;
-    let big = "a".repeat(wire::limits::MAX_MESSAGE_BYTES + 1);
-    // The server may close before it has read everything; a failed send is fine.
-    let _ = socket.send(Message::text(big)).await;
-    // The unread rest of the message makes the server's TCP stack reset the connection after
-    // the Close frame, so only the frame is checked.
-    assert_eq!(
-        expect_close_frame(&mut socket).await,
-        (close::MESSAGE_TOO_BIG, close::REASON_TOO_BIG.to_owned())
-    );
-}
-
-#[tokio::test]
 async fn message_at_the_limit_is_answered() {
     let app = spawn_app().await;
     let mut socket = connect(&app.ws_url()).await;
@@ -180,4 +165,54 @@ async fn websocket_works_when_the_bundle_is_missing() {
     let mut socket = connect(&app.ws_url()).await;
     socket.send(Message::text("ok")).await.expect("send");
     assert_eq!(next(&mut socket).await, Message::text("OK"));
+}
+
+#[tokio::test]
+async fn plain_echo_mode_sends_no_greeting_and_echoes_text_and_binary_unchanged() {
+    let config = server::Config { plain_echo: true, ..crate::helpers::test_config() };
+    let app = crate::helpers::spawn_with(config).await;
+    let (mut socket, _) =
+        tokio::time::timeout(STEP, tokio_tungstenite::connect_async(app.ws_url()))
+            .await
+            .expect("in time")
+            .expect("connect");
+    for message in [Message::text("straße"), Message::binary(vec![0, 1, 2, 255]), Message::text("")]
+    {
+        socket.send(message.clone()).await.expect("send");
+        assert_eq!(next(&mut socket).await, message, "echoed unchanged, and no greeting first");
+    }
+}
+
+#[tokio::test]
+async fn metrics_move_by_exactly_what_a_conversation_did() {
+    use crate::helpers::metric;
+
+    let app = spawn_app().await;
+    let mut socket = connect(&app.ws_url()).await;
+    let texts = ["one", "straße", ""];
+    for text in texts {
+        socket.send(Message::text(text)).await.expect("send");
+        assert_eq!(next(&mut socket).await, Message::text(wire::reply(text)));
+    }
+    let frame = CloseFrame { code: CloseCode::Normal, reason: "done".into() };
+    socket.send(Message::Close(Some(frame))).await.expect("close");
+    expect_close(&mut socket).await;
+
+    let metrics = app.wait_for_metric("ws_closes_total{code=\"1000\"}", 1.0).await;
+    let received: usize = texts.iter().map(|t| t.len()).sum();
+    let sent: usize =
+        wire::WELCOME.len() + texts.iter().map(|t| wire::reply(t).len()).sum::<usize>();
+    for (name, expected) in [
+        ("ws_connections_total", 1),
+        ("ws_connections_open", 0),
+        ("ws_messages_received_total", texts.len()),
+        ("ws_received_bytes_total", received),
+        ("ws_messages_sent_total", texts.len() + 1),
+        ("ws_sent_bytes_total", sent),
+        ("ws_closes_total{code=\"1000\"}", 1),
+        ("ws_handshake_duration_seconds_count", 1),
+        ("ws_idle_closes_total", 0),
+    ] {
+        assert_eq!(metric(&metrics, name), expected as f64, "{name}:\n{metrics}");
+    }
 }

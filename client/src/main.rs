@@ -1,11 +1,11 @@
-//! `client`: the tutorial's command-line WebSocket client. See [`server::client`].
+//! `client`: the tutorial's command-line WebSocket client. See the `client` library.
 
 use std::io::Write;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let args = server::client::parse_args();
-    let code = match server::client::run(args).await {
+    let args = client::parse_args();
+    let code = match client::run(args).await {
         Ok(()) => 0,
         Err(error) => {
             eprintln!("client: error: {error:#}");

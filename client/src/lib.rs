@@ -2,8 +2,13 @@
 //! the greeting, send messages and print each reply, then close cleanly.
 //!
 //! Output is one received text per line on stdout, so it composes with pipes; errors go to
-//! stderr as one line and the exit code is non-zero.
+//! stderr as one line and the exit code is non-zero. `wss://` goes through rustls ([`tls`]),
+//! which is why this is a crate of its own: TLS never enters the server's build.
 
+pub mod tls;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -15,16 +20,14 @@ use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-use crate::config::parse_duration;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Default `--timeout`.
 pub const DEFAULT_TIMEOUT: &str = "10s";
 
-/// `client [--url URL] [--timeout DURATION] [MESSAGE]...`
+/// `client [--url URL] [--timeout DURATION] [--ca-file PATH] [MESSAGE]...`
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "client",
@@ -37,7 +40,8 @@ pub const DEFAULT_TIMEOUT: &str = "10s";
         (2 for bad arguments)."
 )]
 pub struct Args {
-    /// WebSocket URL of the server (`ws://`; `wss://` is not supported by this build).
+    /// WebSocket URL of the server: `ws://`, or `wss://` (TLS, verified against the system's
+    /// root certificates and `--ca-file`).
     #[arg(long, env = "CLIENT_URL", default_value_t = default_url(), value_parser = parse_url)]
     pub url: Uri,
 
@@ -45,6 +49,11 @@ pub struct Args {
     /// closing handshake (e.g. `10s`, `500ms`).
     #[arg(long, env = "CLIENT_TIMEOUT", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// PEM file of CA certificates to trust for `wss://` besides the system's (a private CA).
+    /// Ignored for `ws://`, so the variable can stay set.
+    #[arg(long, env = "CLIENT_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 
     /// Messages to send; without any, lines are read from standard input.
     pub messages: Vec<String>,
@@ -55,7 +64,7 @@ pub struct Args {
 pub enum UrlError {
     #[error("not a URL: {0}")]
     Syntax(#[from] tokio_tungstenite::tungstenite::http::uri::InvalidUri),
-    #[error("the URL must start with ws:// (e.g. {})", wire::default_ws_url())]
+    #[error("the URL must start with ws:// or wss:// (e.g. {})", wire::default_ws_url())]
     Scheme,
     #[error("the URL has no host")]
     Host,
@@ -67,7 +76,7 @@ pub fn default_url() -> Uri {
     wire::default_ws_url().parse().unwrap_or_default()
 }
 
-/// Accepts `ws://host[:port]/path` (and `wss://`, refused later with a clear message).
+/// Accepts `ws://host[:port]/path` and `wss://host[:port]/path`.
 pub fn parse_url(text: &str) -> Result<Uri, UrlError> {
     let uri: Uri = text.parse()?;
     match uri.scheme_str() {
@@ -78,6 +87,12 @@ pub fn parse_url(text: &str) -> Result<Uri, UrlError> {
         return Err(UrlError::Host);
     }
     Ok(uri)
+}
+
+/// Parses a duration such as `250ms`, `10s` or `1m 30s` (the server's format).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|error| format!("{error} (expected e.g. `250ms`, `5s`, `1m`)"))
 }
 
 /// Parses the command line; a mistake is reported as one line (`client: error: …`), not as
@@ -97,17 +112,7 @@ pub fn parse_args() -> Args {
 
 /// Runs the client to completion.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let url = &args.url;
-    if url.scheme_str() == Some("wss") {
-        bail!("wss:// is not supported by this build; use ws:// or put a TLS proxy in front");
-    }
-    let (mut socket, _) = tokio::time::timeout(args.timeout, tokio_tungstenite::connect_async(url))
-        .await
-        .map_err(|_| anyhow!("timed out after {:?}", args.timeout))
-        // tungstenite's message already includes its source; keep the line short.
-        .and_then(|connected| connected.map_err(|error| anyhow!("{error}")))
-        .with_context(|| format!("cannot connect to {url}"))?;
-
+    let mut socket = connect(&args).await?;
     let greeting = next_text(&mut socket, args.timeout).await?;
     println!("{greeting}");
 
@@ -119,6 +124,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("{}", next_text(&mut socket, args.timeout).await?);
         }
         close(&mut socket, args.timeout, |_| {}).await
+    }
+}
+
+/// Opens the WebSocket, over TLS for `wss://`; `--timeout` bounds TCP, TLS and the upgrade.
+async fn connect(args: &Args) -> anyhow::Result<Socket> {
+    let url = &args.url;
+    let connector = if url.scheme_str() == Some("wss") {
+        Connector::Rustls(Arc::new(tls::client_config(args.ca_file.as_deref())?))
+    } else {
+        Connector::Plain
+    };
+    // No Nagle delay: the messages are small and the replies awaited one by one.
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
+    let (socket, _) = tokio::time::timeout(args.timeout, connecting)
+        .await
+        .map_err(|_| anyhow!("timed out after {:?}", args.timeout))
+        .and_then(|connected| connected.map_err(|error| anyhow!(explain_connect(&error))))
+        .with_context(|| format!("cannot connect to {url}"))?;
+    Ok(socket)
+}
+
+/// One line for a failed connection: TLS failures in plain words, otherwise tungstenite's own
+/// message (which already includes its source).
+fn explain_connect(error: &tokio_tungstenite::tungstenite::Error) -> String {
+    match error {
+        tokio_tungstenite::tungstenite::Error::Io(io) => {
+            tls::explain_connect(io).unwrap_or_else(|| error.to_string())
+        }
+        _ => error.to_string(),
     }
 }
 
@@ -217,8 +252,15 @@ mod tests {
     #[test]
     fn urls_must_be_websocket_urls_with_a_host() {
         assert!(parse_url("ws://127.0.0.1:8888/ws/").is_ok());
+        assert!(parse_url("wss://example.org/ws/").is_ok());
         assert!(matches!(parse_url("http://127.0.0.1/ws/"), Err(UrlError::Scheme)));
         assert!(matches!(parse_url("127.0.0.1:8888"), Err(UrlError::Scheme)));
         assert!(matches!(parse_url("ws:// bad"), Err(UrlError::Syntax(_))));
+    }
+
+    #[test]
+    fn ca_file_is_a_path() {
+        let args = Args::try_parse_from(["client", "--ca-file", "ca.pem"]).expect("parse");
+        assert_eq!(args.ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
     }
 }
