@@ -8,6 +8,7 @@
 //! window.
 
 mod cpu;
+mod soak;
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,19 @@ enum Scenario {
         #[arg(long)]
         connections: usize,
     },
+    /// Holds `held` connections open while a churn of short connections runs beside them for
+    /// at least `seconds` and `churn` connections; samples the server's RSS every second.
+    Soak {
+        #[arg(long, default_value_t = 10_000)]
+        held: usize,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long, default_value_t = 200_000)]
+        churn: u64,
+        /// Source addresses for the churn, 127.0.0.2 onwards.
+        #[arg(long, default_value_t = 8)]
+        sources: u8,
+    },
 }
 
 /// What one echo run measured.
@@ -105,6 +119,12 @@ async fn main() -> Result<()> {
             let result = idle(&flags.url, flags.server_pid, connections).await?;
             serde_json::to_string(&result)?
         }
+        Scenario::Soak { held, seconds, churn, sources } => {
+            let plan =
+                soak::Plan { held, churn_for: secs(seconds), churn_at_least: churn, sources };
+            let result = soak::soak(&flags.url, flags.server_pid, plan).await?;
+            serde_json::to_string(&result)?
+        }
     };
     println!("{line}");
     Ok(())
@@ -131,7 +151,10 @@ async fn connect(url: &str) -> Result<Socket> {
 }
 
 /// The next text message (pings are answered by tungstenite as it reads).
-async fn next_data(socket: &mut Socket) -> Option<String> {
+async fn next_data<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match socket.next().await? {
             Ok(Message::Text(text)) => return Some(text.to_string()),

@@ -186,6 +186,14 @@ async fn nothing_listening_reports_an_abnormal_close_without_opening() {
     );
 }
 
+/// The server refuses a message over its limit with 1009 and its reason, and the browser gets
+/// both (it used to get 1006: the server dropped the socket with the message unread, and the
+/// reset discarded the Close frame). Whether Chromium then calls the close clean is its own
+/// call and depends on timing: the server's Close can reach it while it is still sending the
+/// message (it sends a 2 MiB message in 64 KiB frames), and then it stops mid-message and closes
+/// the TCP connection without a closing handshake of its own. The server's side of this (read
+/// and discard until the peer's FIN, never a reset) is tested with a native client that is
+/// still sending, in server/tests/it/limits.rs.
 #[wasm_bindgen_test]
 async fn an_oversized_message_is_refused_with_a_1009_the_browser_actually_receives() {
     let limit = wire::limits::MAX_MESSAGE_BYTES;
@@ -199,12 +207,12 @@ async fn an_oversized_message_is_refused_with_a_1009_the_browser_actually_receiv
         .expect("the socket opens");
 
         let closed = inputs.iter().find_map(|input| match input {
-            Input::Closed { code, reason, clean } => Some((*code, reason.clone(), *clean)),
+            Input::Closed { code, reason, .. } => Some((*code, reason.clone())),
             _ => None,
         });
         assert_eq!(
             closed,
-            Some((wire::close::MESSAGE_TOO_BIG, wire::close::reason_too_big(limit), true)),
+            Some((wire::close::MESSAGE_TOO_BIG, wire::close::reason_too_big(limit))),
             "{size} bytes: {inputs:?}"
         );
     }

@@ -34,9 +34,13 @@ pub enum Command {
     Size,
     /// Measure our server against Tornado, axum's defaults and fastwebsockets (servers pinned
     /// to one core, the load generator to the other) and write the table to
-    /// docs/BENCHMARKS.md. `--smoke`: one short round that only checks every reply.
+    /// docs/BENCHMARKS.md and docs/bench.svg. `--smoke`: one short round that only checks
+    /// every reply. `--soak SECONDS`: our server alone, 10,000 connections held while at least
+    /// 200,000 churn beside them for at least SECONDS; RSS over time to docs/bench-soak.svg.
     Bench {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "soak")]
         smoke: bool,
+        #[arg(long, value_name = "SECONDS")]
+        soak: Option<u64>,
     },
 }

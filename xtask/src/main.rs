@@ -3,6 +3,7 @@
 mod autobahn;
 mod bench;
 mod bundle;
+mod chart;
 mod dev;
 mod flags;
 mod process;
@@ -42,8 +43,11 @@ fn run(command: Command) -> Result<()> {
         Command::Build => build(&root),
         Command::Setup { browser } => setup::tools(&root, browser),
         Command::Size => bundle::print_size(&root).map(drop),
-        Command::Bench { smoke } => {
+        Command::Bench { smoke, soak } => {
             setup::tools(&root, false)?;
+            if let Some(seconds) = soak {
+                return bench::soak(&root, seconds);
+            }
             let plan = if smoke { bench::Plan::SMOKE } else { bench::Plan::FULL };
             bench::run(&root, plan, !smoke)
         }
