@@ -93,19 +93,14 @@ pub async fn soak(url: &str, pid: u32, plan: Plan) -> Result<SoakResult> {
         .map(|(c, socket)| tokio::spawn(hold(c, socket, checked.clone())))
         .collect();
     let churned = Arc::new(AtomicU64::new(0));
-    let sample = |samples: &mut Vec<Sample>| -> Result<u64> {
+    let mut sample = || -> Result<u64> {
         let rss_bytes = rss()?;
         let t = started.elapsed().as_secs_f64();
         samples.push(Sample { t, rss_bytes, churned: churned.load(Ordering::Relaxed) });
         Ok(rss_bytes)
     };
-    // Settle: the handshakes' transient allocations freed, the keepalive running.
-    let mut rss_before_churn_bytes = 0;
-    let until = Instant::now() + SETTLE;
-    while Instant::now() < until {
-        rss_before_churn_bytes = sample(&mut samples)?;
-        tokio::time::sleep(SAMPLE_EVERY).await;
-    }
+    // Settled: the handshakes' transient allocations freed, the keepalive running.
+    let rss_before_churn_bytes = settle(&mut sample).await?;
 
     let (stop, stopped) = watch::channel(false);
     let errors = Arc::new(AtomicU64::new(0));
@@ -128,7 +123,7 @@ pub async fn soak(url: &str, pid: u32, plan: Plan) -> Result<SoakResult> {
     let hard_stop = churn_started + plan.churn_for * 4;
     loop {
         tokio::time::sleep(SAMPLE_EVERY).await;
-        sample(&mut samples)?;
+        sample()?;
         let elapsed = churn_started.elapsed();
         let enough =
             elapsed >= plan.churn_for && churned.load(Ordering::Relaxed) >= plan.churn_at_least;
@@ -143,12 +138,7 @@ pub async fn soak(url: &str, pid: u32, plan: Plan) -> Result<SoakResult> {
     let churn_seconds = churn_started.elapsed().as_secs_f64();
     let churn_from = (churn_started - started).as_secs_f64();
 
-    let mut rss_after_churn_bytes = 0;
-    let until = Instant::now() + SETTLE;
-    while Instant::now() < until {
-        tokio::time::sleep(SAMPLE_EVERY).await;
-        rss_after_churn_bytes = sample(&mut samples)?;
-    }
+    let rss_after_churn_bytes = settle(&mut sample).await?;
     let _ = check.send(true);
     let mut held_answering = 0;
     for holder in holders {
@@ -178,6 +168,18 @@ pub async fn soak(url: &str, pid: u32, plan: Plan) -> Result<SoakResult> {
         errors,
         samples,
     })
+}
+
+/// Samples for [`SETTLE`], one sample every [`SAMPLE_EVERY`]; returns the last.
+async fn settle(sample: &mut impl FnMut() -> Result<u64>) -> Result<u64> {
+    let until = Instant::now() + SETTLE;
+    loop {
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        let rss = sample()?;
+        if Instant::now() >= until {
+            return Ok(rss);
+        }
+    }
 }
 
 /// Keeps one connection open, reading (tungstenite answers the server's pings as it reads),
