@@ -391,6 +391,44 @@ impl Engine {
     }
 }
 
+/// Starts the engine's WebDriver on port 0 and reads the port it took.
+///
+/// chromedriver with `--port=0` takes a free port on one address family and then binds the
+/// same number on the other, which fails when that one is taken there (seen on a machine with
+/// tens of thousands of loopback sockets, right after `cargo xtask bench`): it then prints
+/// "port not available" and exits, and is started again, three times at most.
+async fn start_driver(paths: &Paths, engine: Engine) -> Result<(Proc, u16)> {
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    loop {
+        let (mut driver, marker) = match engine {
+            Engine::Chromium => {
+                let mut command = Command::new(&paths.chromedriver);
+                command.arg("--port=0");
+                (Proc::spawn_group("chromedriver", &mut command)?, "started successfully on port ")
+            }
+            Engine::Firefox => {
+                let mut command = Command::new(&paths.geckodriver);
+                command.args(["--port", "0"]);
+                (Proc::spawn_group("geckodriver", &mut command)?, "Listening on 127.0.0.1:")
+            }
+        };
+        let port = driver
+            .wait_for_output(Duration::from_secs(30), |out| {
+                let rest = out.split(marker).nth(1)?;
+                rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u16>().ok()
+            })
+            .await;
+        match port {
+            Ok(port) => return Ok((driver, port)),
+            Err(_) if attempt < ATTEMPTS && driver.output().contains("port not available") => {
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// A WebDriver (chromedriver or geckodriver) plus one headless browser session.
 pub struct Browser {
     pub client: Client,
@@ -410,25 +448,7 @@ impl Browser {
 
     /// A browser with `extra` command-line arguments (Chromium only).
     pub async fn start_custom(paths: &Paths, engine: Engine, extra: &[String]) -> Result<Self> {
-        // Port 0: the driver picks a free port and prints it.
-        let (mut driver, marker) = match engine {
-            Engine::Chromium => {
-                let mut command = Command::new(&paths.chromedriver);
-                command.arg("--port=0");
-                (Proc::spawn_group("chromedriver", &mut command)?, "started successfully on port ")
-            }
-            Engine::Firefox => {
-                let mut command = Command::new(&paths.geckodriver);
-                command.args(["--port", "0"]);
-                (Proc::spawn_group("geckodriver", &mut command)?, "Listening on 127.0.0.1:")
-            }
-        };
-        let port: u16 = driver
-            .wait_for_output(Duration::from_secs(30), |out| {
-                let rest = out.split(marker).nth(1)?;
-                rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-            })
-            .await?;
+        let (driver, port) = start_driver(paths, engine).await?;
 
         let capabilities = match engine {
             Engine::Chromium => {
