@@ -263,6 +263,8 @@ where
     let mut last_heard = Instant::now();
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     let mut peer_code = None;
     // A frame that had already arrived when the last reply was queued (see below).
     let mut arrived = None;
@@ -271,10 +273,16 @@ where
         let frame = if let Some(frame) = arrived.take() {
             frame
         } else {
+            // In this order, and no further once one is ready: shutdown first, so that even a
+            // peer that never stops sending sees it; then the socket, so that a message costs
+            // no polls of the timers (they only matter once the peer is quiet, and tokio's
+            // cooperative budget still lets them run under a flood).
             tokio::select! {
-                () = shutdown.cancelled(), if peer_code.is_none() => {
+                biased;
+                () = &mut cancelled, if peer_code.is_none() => {
                     return close_from_here(socket, close::GOING_AWAY, close::REASON_SHUTDOWN.into(), settings, CLOSE_HANDSHAKE_TIMEOUT).await;
                 }
+                frame = socket.next() => frame,
                 () = &mut idle => {
                     let deadline = last_heard + settings.idle_timeout;
                     if deadline > Instant::now() {
@@ -294,7 +302,6 @@ where
                     metrics.pings_sent.inc();
                     continue;
                 }
-                frame = socket.next() => frame,
             }
         };
         last_heard = Instant::now();
