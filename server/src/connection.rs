@@ -2,9 +2,9 @@
 //! alive and closes it cleanly.
 //!
 //! [`serve`] is the only code that talks to an upgraded socket: one task, one `select!` over
-//! the shutdown token, the idle deadline, the ping timer and the next frame. What to do with
-//! each frame is decided by the pure [`respond`]; how the connection ended is one [`Ending`],
-//! logged and counted in one place.
+//! the shutdown token, the next frame, the idle deadline and the ping timer, in that order.
+//! What to do with each frame is decided by the pure [`respond`]; how the connection ended is
+//! one [`Ending`], logged and counted in one place.
 
 use std::fmt;
 use std::time::Duration;
