@@ -1,7 +1,10 @@
 //! The wire contract: every protocol fact the server, the browser client, the command-line
 //! client and the tests must agree on, defined once.
 //!
-//! No dependencies, so the wasm bundle and the native binaries can both import it.
+//! No dependencies (but `serde`, for native decoders only), so the wasm bundle and the native
+//! binaries can both import it.
+
+pub mod room;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -72,6 +75,10 @@ pub mod close {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The client wanted an extension the server did not offer.
     pub const MANDATORY_EXTENSION: u16 = 1010;
+    /// The server is restarting (here: the room's history was reset); reconnecting helps.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// The server is overloaded for this client (here: it fell too far behind); retry.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 
     /// Close reason sent with [`UNSUPPORTED_DATA`] when a binary message arrives.
     pub const REASON_BINARY: &str = "binary messages are not supported; send text";
