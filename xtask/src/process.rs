@@ -1,5 +1,6 @@
-//! Running tools: the environment they need, progress lines, and child processes that are
-//! stopped when their guard is dropped.
+//! Running tools: the environment they need, progress lines, finding programs and installing
+//! system packages (apt), and child processes that are stopped when their guard is dropped.
+//! The small utilities every command uses live here, so no command module imports another.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -64,6 +65,39 @@ pub fn run(command: &mut Command) -> Result<()> {
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The first `name` on `PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
+
+/// `apt-get update` then `apt-get install -y PACKAGES` (through sudo when not root).
+pub fn apt_install(packages: &[&str], what: &str) -> Result<()> {
+    installing(&format!("{what} with apt-get"), "under a minute");
+    let root_user = output("id", &["-u"]).as_deref() == Some("0");
+    let sudo: &[&str] = if root_user { &[] } else { &["sudo", "-n"] };
+    if output("apt-get", &["--version"]).is_none() {
+        bail!("apt-get not found: install {} with your package manager", packages.join(" "));
+    }
+    let apt = |args: &[&str]| {
+        // Through `env`, so the setting survives sudo's environment reset.
+        let mut words: Vec<&str> = sudo.to_vec();
+        words.extend_from_slice(&["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
+        words.extend_from_slice(args);
+        run(Command::new(words[0]).args(&words[1..]))
+    };
+    apt(&["update"])
+        .context("apt-get update failed (run as root, or allow sudo without a password)")?;
+    let mut install = vec!["install", "-y"];
+    install.extend_from_slice(packages);
+    apt(&install).with_context(|| format!("cannot install {}", packages.join(" ")))
+}
+
+/// The progress line before an install.
+pub fn installing(what: &str, how_long: &str) {
+    println!("    installing {what}; this takes {how_long}");
 }
 
 fn describe(command: &Command) -> String {

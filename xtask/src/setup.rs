@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::process::{output, run};
+use crate::process::{apt_install, find_on_path, installing, output, run};
 
 pub const TRUNK_VERSION: &str = "0.21.14";
 /// geckodriver (not packaged by Debian) for the end-to-end tests in Firefox.
@@ -170,33 +170,7 @@ fn nginx() -> Result<()> {
 /// nginx on `PATH`, or where Debian puts it (`/usr/sbin`, absent from many users' `PATH`).
 pub fn find_nginx() -> Option<std::path::PathBuf> {
     let debian = Path::new("/usr/sbin/nginx");
-    crate::test::find_on_path("nginx").or_else(|| debian.is_file().then(|| debian.to_path_buf()))
-}
-
-/// `apt-get update` then `apt-get install -y PACKAGES` (through sudo when not root).
-pub(crate) fn apt_install(packages: &[&str], what: &str) -> Result<()> {
-    installing(&format!("{what} with apt-get"), "under a minute");
-    let root_user = output("id", &["-u"]).as_deref() == Some("0");
-    let sudo: &[&str] = if root_user { &[] } else { &["sudo", "-n"] };
-    if output("apt-get", &["--version"]).is_none() {
-        bail!("apt-get not found: install {} with your package manager", packages.join(" "));
-    }
-    let apt = |args: &[&str]| {
-        // Through `env`, so the setting survives sudo's environment reset.
-        let mut words: Vec<&str> = sudo.to_vec();
-        words.extend_from_slice(&["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
-        words.extend_from_slice(args);
-        run(Command::new(words[0]).args(&words[1..]))
-    };
-    apt(&["update"])
-        .context("apt-get update failed (run as root, or allow sudo without a password)")?;
-    let mut install = vec!["install", "-y"];
-    install.extend_from_slice(packages);
-    apt(&install).with_context(|| format!("cannot install {}", packages.join(" ")))
-}
-
-fn installing(what: &str, how_long: &str) {
-    println!("    installing {what}; this takes {how_long}");
+    find_on_path("nginx").or_else(|| debian.is_file().then(|| debian.to_path_buf()))
 }
 
 #[cfg(test)]

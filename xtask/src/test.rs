@@ -1,12 +1,12 @@
 //! `cargo xtask test`: every check, in the order that fails fastest.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::process::{cargo, cargo_exe, run, start_server, step};
+use crate::process::{cargo, cargo_exe, find_on_path, run, start_server, step};
 use crate::setup::{self, WASM_TARGET};
 use crate::{autobahn, bench, bundle, target_dir};
 
@@ -105,10 +105,4 @@ pub fn all(root: &Path) -> Result<()> {
 /// A port nothing listens on: bound, read and released.
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The first `name` on `PATH`.
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }

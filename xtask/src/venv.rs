@@ -10,8 +10,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::process::{output, run};
-use crate::setup::apt_install;
+use crate::process::{apt_install, output, run};
 use crate::target_dir;
 
 /// The Tornado release the benchmark runs the tutorial's server on (`bench/tornado/server.py`):
