@@ -20,7 +20,7 @@ pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 pub const WASM_OPT_VERSION: &str = "version_123";
 
 /// Ensures every build tool; with `browser`, also what the tests run: Chromium and
-/// chromedriver, Firefox ESR and geckodriver, nginx.
+/// chromedriver, Firefox ESR and geckodriver, nginx, redis-server.
 pub fn tools(root: &Path, browser: bool) -> Result<()> {
     println!("==> checking tools");
     let started = Instant::now();
@@ -35,6 +35,7 @@ pub fn tools(root: &Path, browser: bool) -> Result<()> {
         firefox()?;
         cargo_tool("geckodriver", "geckodriver", GECKODRIVER_VERSION, &[])?;
         nginx()?;
+        redis_server()?;
     }
     println!("    tools ready in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
@@ -165,6 +166,23 @@ fn nginx() -> Result<()> {
         return Ok(());
     }
     apt_install(&["nginx"], "nginx (proxy tests)")
+}
+
+/// Debian's `redis-server`, which the room's Redis tests and the fan-out benchmark start
+/// themselves on a free port (`redis-server --port P --save '' --appendonly no`): the package's
+/// own service is never used (and in a container its start is refused, harmlessly).
+pub fn redis_server() -> Result<()> {
+    if let Some(path) = find_redis_server() {
+        println!("    redis-server: present ({})", path.display());
+        return Ok(());
+    }
+    apt_install(&["redis-server"], "redis-server (the room's Redis tests and benchmark)")
+}
+
+/// `redis-server` on `PATH`, or where Debian puts it.
+pub fn find_redis_server() -> Option<std::path::PathBuf> {
+    let debian = Path::new("/usr/bin/redis-server");
+    find_on_path("redis-server").or_else(|| debian.is_file().then(|| debian.to_path_buf()))
 }
 
 /// nginx on `PATH`, or where Debian puts it (`/usr/sbin`, absent from many users' `PATH`).

@@ -36,6 +36,7 @@ pub fn all(root: &Path) -> Result<()> {
         find_on_path("chromedriver").context("chromedriver not found after setup")?;
     let nginx = setup::find_nginx().context("nginx not found after setup")?;
     let geckodriver = find_on_path("geckodriver").context("geckodriver not found after setup")?;
+    let redis_server = setup::find_redis_server().context("redis-server not found after setup")?;
     let server_bin = target_dir(root).join("debug/server");
     let client_bin = target_dir(root).join("debug/client");
     let dist = root.join("dist");
@@ -64,6 +65,7 @@ pub fn all(root: &Path) -> Result<()> {
             .env("CHROMEDRIVER", &chromedriver)
             .env("NGINX", &nginx)
             .env("GECKODRIVER", &geckodriver)
+            .env("REDIS_SERVER", &redis_server)
             .current_dir(root);
         run(&mut command).context(SEE_FAILURES)
     })?;
