@@ -94,6 +94,60 @@ pub struct Config {
     /// binary as binary), with the same limits. For the Autobahn TestSuite.
     #[arg(long, env = "SERVER_PLAIN_ECHO")]
     pub plain_echo: bool,
+
+    /// Messages the room at `/ws/room` keeps for recovery: a client that reconnects within
+    /// this many messages gets every one it missed.
+    #[arg(long, env = "SERVER_ROOM_HISTORY", default_value_t = wire::room::DEFAULT_HISTORY, value_parser = parse_at_least_one)]
+    pub room_history: usize,
+
+    /// Messages per second one connection may publish to the room (with a burst of as many);
+    /// more get a `refused` frame.
+    #[arg(long, env = "SERVER_ROOM_RATE", default_value_t = wire::room::DEFAULT_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub room_rate: u32,
+
+    /// Share the room with every instance using the same Redis (`redis://HOST:PORT`, optionally
+    /// `redis://HOST:PORT/DB`). Without it the room lives in this process alone.
+    #[arg(long, env = "SERVER_REDIS_URL")]
+    pub redis_url: Option<RedisUrl>,
+}
+
+/// A `redis://` URL, checked when the flag is parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The client for this URL (connecting is up to the caller).
+    pub fn client(&self) -> redis::Client {
+        // `from_str` made one from the same text already.
+        redis::Client::open(self.0.as_str()).unwrap_or_else(|error| unreachable!("{error}"))
+    }
+}
+
+impl std::str::FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if !text.starts_with("redis://") {
+            return Err(format!("`{text}` is not a redis:// URL (e.g. redis://127.0.0.1:6379)"));
+        }
+        redis::Client::open(text).map_err(|error| format!("bad Redis URL `{text}`: {error}"))?;
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn parse_at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(error) => Err(format!("{error} (expected a whole number)")),
+    }
 }
 
 impl Config {
@@ -135,6 +189,9 @@ impl Default for Config {
             max_connections: None,
             allowed_origins: Vec::new(),
             plain_echo: false,
+            room_history: wire::room::DEFAULT_HISTORY,
+            room_rate: wire::room::DEFAULT_RATE,
+            redis_url: None,
         }
     }
 }
@@ -260,6 +317,9 @@ mod tests {
         assert_eq!(parsed.max_connections, default.max_connections);
         assert_eq!(parsed.allowed_origins, default.allowed_origins);
         assert_eq!(parsed.plain_echo, default.plain_echo);
+        assert_eq!(parsed.room_history, default.room_history);
+        assert_eq!(parsed.room_rate, default.room_rate);
+        assert_eq!(parsed.redis_url, default.redis_url);
         assert_eq!(default.validate(), Ok(()));
     }
 
@@ -290,6 +350,34 @@ mod tests {
         let err = Config::try_parse_from(["server", "--allowed-origin", "evil.example"])
             .expect_err("no scheme");
         assert!(err.to_string().contains("--allowed-origin"), "{err}");
+    }
+
+    #[test]
+    fn room_flags_parse_and_refuse_nonsense() {
+        let config = Config::try_parse_from([
+            "server",
+            "--room-history",
+            "5",
+            "--room-rate",
+            "2",
+            "--redis-url",
+            "redis://127.0.0.1:6390",
+        ])
+        .expect("valid");
+        assert_eq!((config.room_history, config.room_rate), (5, 2));
+        assert_eq!(
+            config.redis_url.map(|u| u.to_string()).as_deref(),
+            Some("redis://127.0.0.1:6390")
+        );
+        for bad in [
+            &["--room-history", "0"][..],
+            &["--room-rate", "0"],
+            &["--redis-url", "http://127.0.0.1:6379"],
+        ] {
+            let err = Config::try_parse_from(std::iter::once("server").chain(bad.iter().copied()))
+                .expect_err("refused");
+            assert!(err.to_string().contains(bad[0]), "{err}");
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! One WebSocket connection: the loop that reads frames, answers them, keeps the connection
-//! alive and closes it cleanly.
+//! One WebSocket connection: the pump between the socket and its [`App`], which keeps the
+//! connection alive and closes it cleanly.
 //!
 //! [`serve`] is the only code that talks to an upgraded socket: one task, one `select!` over
-//! the shutdown token, the next frame, the idle deadline and the ping timer, in that order.
-//! What to do with each frame is decided by the pure [`respond`]; how the connection ended is
-//! one [`Ending`], logged and counted in one place.
+//! the shutdown token, the app's mailbox (the room's pushes), the next frame, the idle deadline
+//! and the ping timer, in that order. What to do with each frame is decided by the app
+//! ([`crate::app::respond`] for the echo); how the connection ended is one [`Ending`], logged
+//! and counted in one place.
 
 use std::fmt;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use wire::close;
 
+use crate::app::{self, Action, App, Mode};
 use crate::metrics::Metrics;
 use crate::Config;
 
@@ -44,15 +46,10 @@ pub const WRITE_BUFFER_SIZE: usize = 8 * 1024;
 /// Upper-casing can make UTF-8 text at most three times longer (`ΐ`, 2 bytes, becomes
 /// `Ϊ́`, 6 bytes), so a reply may be that much bigger than the largest message.
 const MAX_REPLY_GROWTH: usize = 3;
-
-/// What the server does with messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The tutorial: greet with `Welcome!`, answer text upper-cased, refuse binary.
-    Tutorial,
-    /// Conformance testing (`--plain-echo`): no greeting, every message echoed unchanged.
-    PlainEcho,
-}
+/// A room frame is its text as a JSON string: a control character (1 byte) becomes `\u00XX`
+/// (6 bytes), plus the frame's own fields.
+const MAX_ROOM_FRAME_GROWTH: usize = 6;
+const ROOM_FRAME_OVERHEAD: usize = 256;
 
 /// The per-connection part of [`Config`].
 #[derive(Debug, Clone)]
@@ -86,41 +83,16 @@ impl Settings {
     /// kernel's socket buffers. The write-buffer cap is a second line of defence sized to the
     /// largest possible reply.
     pub fn websocket_config(&self) -> WebSocketConfig {
-        let largest_reply = self.max_message_size.saturating_mul(MAX_REPLY_GROWTH);
+        let largest_reply = self
+            .max_message_size
+            .saturating_mul(MAX_REPLY_GROWTH)
+            .max(self.max_message_size.saturating_mul(MAX_ROOM_FRAME_GROWTH) + ROOM_FRAME_OVERHEAD);
         WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_SIZE)
             .write_buffer_size(WRITE_BUFFER_SIZE)
             .max_write_buffer_size(WRITE_BUFFER_SIZE + largest_reply + 64)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
-    }
-}
-
-/// What the connection loop does with one incoming message.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send this message back.
-    Send(Message),
-    /// Close the connection with this code and reason.
-    Close(u16, &'static str),
-    /// The peer started the closing handshake with this code (`None`: no code given).
-    PeerClosed(Option<u16>),
-    /// Nothing to send (tungstenite answers pings itself; pongs only prove the peer is alive).
-    Nothing,
-}
-
-/// The application's rule for one message.
-pub fn respond(mode: Mode, message: Message) -> Action {
-    match (mode, message) {
-        (Mode::Tutorial, Message::Text(text)) => Action::Send(Message::text(wire::reply(&text))),
-        (Mode::Tutorial, Message::Binary(_)) => {
-            Action::Close(close::UNSUPPORTED_DATA, close::REASON_BINARY)
-        }
-        (Mode::PlainEcho, message @ (Message::Text(_) | Message::Binary(_))) => {
-            Action::Send(message)
-        }
-        (_, Message::Close(frame)) => Action::PeerClosed(frame.map(|f| f.code.into())),
-        (_, Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Action::Nothing,
     }
 }
 
@@ -215,11 +187,12 @@ impl From<SendError> for Ending {
     }
 }
 
-/// Runs one connection to its end: greets (in the tutorial mode), answers each message in
-/// order, pings, and closes with a code on bad input, silence or shutdown. Logs and counts
-/// how it ended.
+/// Runs one connection to its end: greets, hands each message to the app in order, writes
+/// what the app pushes, pings, and closes with a code on bad input, silence, a full mailbox or
+/// shutdown. Logs and counts how it ended.
 pub async fn serve<S>(
     mut socket: WebSocketStream<S>,
+    mut app: App,
     settings: &Settings,
     shutdown: &CancellationToken,
     metrics: &Metrics,
@@ -228,27 +201,31 @@ pub async fn serve<S>(
 {
     info!("New connection");
     metrics.connections.inc();
-    let greeted = match settings.mode {
-        Mode::Tutorial => {
-            let welcome = Message::text(wire::WELCOME);
-            match queue_data(&mut socket, welcome, settings, metrics).await {
-                Ok(()) => flush(&mut socket, settings.send_timeout).await,
-                Err(error) => Err(error),
-            }
+    let mut greeted = Ok(());
+    for frame in app.take_greeting() {
+        greeted = queue_data(&mut socket, Message::Text(frame), settings, metrics).await;
+        if greeted.is_err() {
+            break;
         }
-        Mode::PlainEcho => Ok(()),
-    };
+    }
+    if greeted.is_ok() {
+        greeted = flush(&mut socket, settings.send_timeout).await;
+    }
     let ending = match greeted {
-        Ok(()) => run_loop(&mut socket, settings, shutdown, metrics).await,
+        Ok(()) => run_loop(&mut socket, &mut app, settings, shutdown, metrics).await,
         Err(error) => error.into(),
     };
     ending.count(metrics);
     info!(code = ending.code(), ending = %ending, "Connection closed");
 }
 
+/// Most pushed frames written in one go before the loop looks at the socket again.
+const PUSH_BATCH: usize = 64;
+
 /// The connection's one `select!` loop.
 async fn run_loop<S>(
     socket: &mut WebSocketStream<S>,
+    app: &mut App,
     settings: &Settings,
     shutdown: &CancellationToken,
     metrics: &Metrics,
@@ -268,19 +245,35 @@ where
     let mut peer_code = None;
     // A frame that had already arrived when the last reply was queued (see below).
     let mut arrived = None;
+    let has_mailbox = app.has_mailbox();
 
     loop {
         let frame = if let Some(frame) = arrived.take() {
             frame
         } else {
             // In this order, and no further once one is ready: shutdown first, so that even a
-            // peer that never stops sending sees it; then the socket, so that a message costs
-            // no polls of the timers (they only matter once the peer is quiet, and tokio's
-            // cooperative budget still lets them run under a flood).
+            // peer that never stops sending sees it; then what the app pushes, so that a peer
+            // busy sending still gets the room's messages in time; then the socket, so that a
+            // message costs no polls of the timers (they only matter once the peer is quiet,
+            // and tokio's cooperative budget still lets them run under a flood).
             tokio::select! {
                 biased;
                 () = &mut cancelled, if peer_code.is_none() => {
                     return close_from_here(socket, close::GOING_AWAY, close::REASON_SHUTDOWN.into(), settings, CLOSE_HANDSHAKE_TIMEOUT).await;
+                }
+                pushed = app.pushed(), if has_mailbox && peer_code.is_none() => {
+                    let frame = match pushed {
+                        Ok(frame) => frame,
+                        Err(end) => {
+                            let (code, reason) = app::close_for_end(end);
+                            info!(code, reason, "closing: the room ended this member");
+                            return close_from_here(socket, code, reason.into(), settings, CLOSE_HANDSHAKE_TIMEOUT).await;
+                        }
+                    };
+                    if let Err(error) = write_pushed(socket, app, frame, settings, metrics).await {
+                        return error.into();
+                    }
+                    continue;
                 }
                 frame = socket.next() => frame,
                 () = &mut idle => {
@@ -326,22 +319,9 @@ where
         if let Message::Text(_) | Message::Binary(_) = &message {
             metrics.received(message.len());
         }
-        match respond(settings.mode, message) {
-            Action::Send(reply) => {
-                if let Err(error) = queue_data(socket, reply, settings, metrics).await {
-                    return error.into();
-                }
-                // Replies to a burst of messages go out in one write: while the next frame is
-                // already here (in tungstenite's buffer or the socket's), answer it first;
-                // flush once nothing more has arrived.
-                if let Some(frame) = socket.next().now_or_never() {
-                    arrived = Some(frame);
-                    continue;
-                }
-                if let Err(error) = flush(socket, settings.send_timeout).await {
-                    return error.into();
-                }
-            }
+        let reply = match app.respond(message) {
+            Action::Send(reply) => Some(reply),
+            Action::Publish(text) => app.publish(&text).await.map(Message::Text),
             Action::Close(code, reason) => {
                 return close_from_here(
                     socket,
@@ -353,10 +333,50 @@ where
                 .await;
             }
             // tungstenite queues the answering Close; the next read flushes it and ends.
-            Action::PeerClosed(code) => peer_code = Some(code.unwrap_or(close::NO_STATUS)),
-            Action::Nothing => {}
+            Action::PeerClosed(code) => {
+                peer_code = Some(code.unwrap_or(close::NO_STATUS));
+                None
+            }
+            Action::Nothing => None,
+        };
+        if let Some(reply) = reply {
+            if let Err(error) = queue_data(socket, reply, settings, metrics).await {
+                return error.into();
+            }
+        }
+        // Replies to a burst of messages go out in one write: while the next frame is already
+        // here (in tungstenite's buffer or the socket's), answer it first; flush once nothing
+        // more has arrived.
+        if let Some(frame) = socket.next().now_or_never() {
+            arrived = Some(frame);
+            continue;
+        }
+        if let Err(error) = flush(socket, settings.send_timeout).await {
+            return error.into();
         }
     }
+}
+
+/// Writes `first` and whatever else the app has already queued (up to [`PUSH_BATCH`]) in one
+/// flush.
+async fn write_pushed<S>(
+    socket: &mut WebSocketStream<S>,
+    app: &mut App,
+    first: Utf8Bytes,
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<(), SendError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    queue_data(socket, Message::Text(first), settings, metrics).await?;
+    for _ in 1..PUSH_BATCH {
+        match app.try_pushed() {
+            Some(frame) => queue_data(socket, Message::Text(frame), settings, metrics).await?,
+            None => break,
+        }
+    }
+    flush(socket, settings.send_timeout).await
 }
 
 fn peer_closed(peer_code: Option<u16>) -> Ending {
@@ -503,45 +523,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_is_answered_upper_cased() {
-        assert_eq!(
-            respond(Mode::Tutorial, Message::text("straße")),
-            Action::Send(Message::text("STRASSE"))
-        );
-    }
-
-    #[test]
-    fn binary_is_refused_with_1003() {
-        let action = respond(Mode::Tutorial, Message::binary(vec![1, 2, 3]));
-        assert_eq!(action, Action::Close(close::UNSUPPORTED_DATA, close::REASON_BINARY));
-    }
-
-    #[test]
-    fn plain_echo_sends_text_and_binary_back_unchanged() {
-        for message in [Message::text("straße"), Message::binary(vec![0, 159, 146, 150])] {
-            assert_eq!(respond(Mode::PlainEcho, message.clone()), Action::Send(message));
-        }
-    }
-
-    #[test]
-    fn close_frames_report_their_code() {
-        let frame = CloseFrame { code: close::NORMAL.into(), reason: "bye".into() };
-        for mode in [Mode::Tutorial, Mode::PlainEcho] {
-            assert_eq!(
-                respond(mode, Message::Close(Some(frame.clone()))),
-                Action::PeerClosed(Some(close::NORMAL))
-            );
-            assert_eq!(respond(mode, Message::Close(None)), Action::PeerClosed(None));
-        }
-    }
-
-    #[test]
-    fn pings_and_pongs_need_no_answer_from_the_application() {
-        assert_eq!(respond(Mode::Tutorial, Message::Ping(vec![1].into())), Action::Nothing);
-        assert_eq!(respond(Mode::PlainEcho, Message::Pong(vec![1].into())), Action::Nothing);
-    }
 
     #[test]
     fn upper_casing_grows_text_at_most_threefold() {

@@ -3,14 +3,19 @@
 //!
 //! Tests bind `127.0.0.1:0`, call [`run`] and talk to the real thing.
 
+pub mod app;
 pub mod assets;
 pub mod config;
 pub mod connection;
 pub mod limits;
+pub mod mailbox;
 pub mod metrics;
 pub mod ops;
 pub mod origin;
+pub mod room;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod ws;
 
 use std::future::Future;
@@ -35,6 +40,7 @@ pub use config::Config;
 use crate::limits::Slots;
 use crate::metrics::{Metrics, RefusedReason};
 use crate::origin::OriginPolicy;
+use crate::room::Room;
 use crate::ws::Accepted;
 
 /// Shared by every request: configuration, the shutdown token that reaches each connection,
@@ -46,33 +52,40 @@ pub struct AppState {
     pub origins: Arc<OriginPolicy>,
     pub slots: Arc<Slots>,
     pub metrics: Arc<Metrics>,
+    pub room: Arc<Room>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
 }
 
 impl AppState {
+    /// The state for `config`; starts the room's background tasks (they stop with `shutdown`
+    /// and are tracked, so must run inside a tokio runtime).
     pub fn new(config: Config) -> Self {
         let metrics = Arc::new(Metrics::new());
         let max = config.max_connections.unwrap_or_else(limits::default_max_connections);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
         Self {
             settings: Arc::new(connection::Settings::new(&config)),
             origins: Arc::new(OriginPolicy::new(config.allowed_origins.clone())),
             slots: Slots::new(max, Arc::clone(&metrics)),
+            room: Room::start(&config, Arc::clone(&metrics), &shutdown, &tracker),
             metrics,
             config: Arc::new(config),
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            shutdown,
+            tracker,
         }
     }
 }
 
-/// The whole HTTP surface: the WebSocket at `/ws/` (and `/ws`), health, readiness and
-/// metrics, the page and its assets.
+/// The whole HTTP surface: the echo WebSocket at `/ws/` (and `/ws`), the room at `/ws/room`,
+/// health, readiness and metrics, the page and its assets.
 pub fn router(state: AppState) -> Router {
     Router::new()
         // `any`, so a POST is refused (and counted) by the upgrade check, not by the router.
         .route(wire::WS_PATH, any(ws::handler))
         .route(wire::WS_PATH_NO_SLASH, any(ws::handler))
+        .route(wire::room::PATH, any(ws::room_handler))
         .route(wire::HEALTHZ_PATH, get(ops::healthz))
         .route(wire::READYZ_PATH, get(ops::readyz))
         .route(wire::METRICS_PATH, get(ops::metrics))

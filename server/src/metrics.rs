@@ -48,6 +48,36 @@ struct RefusedLabels {
     reason: RefusedReason,
 }
 
+/// Why the room did not publish a message.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum RoomRefusal {
+    /// Over `--room-rate`.
+    Rate,
+    /// Redis could not be reached.
+    Broker,
+}
+
+impl EncodeLabelValue for RoomRefusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let text = match self {
+            Self::Rate => "rate",
+            Self::Broker => "broker",
+        };
+        EncodeLabelValue::encode(&text, encoder)
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoomRefusedLabels {
+    reason: RoomRefusal,
+}
+
+/// How a join went: `fresh` (no resume point), `recovered`, or `lost` (could not be recovered).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JoinLabels {
+    outcome: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CloseLabels {
     code: u16,
@@ -70,6 +100,13 @@ pub struct Metrics {
     closes: Family<CloseLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
     handshake_seconds: Histogram,
+    pub room_members: Gauge,
+    pub room_published: Counter,
+    pub room_delivered: Counter,
+    pub room_slow: Counter,
+    pub room_broker_up: Gauge,
+    room_refused: Family<RoomRefusedLabels, Counter>,
+    room_joins: Family<JoinLabels, Counter>,
 }
 
 impl Metrics {
@@ -141,8 +178,50 @@ impl Metrics {
             handshake_seconds.clone(),
         );
 
+        let room_members = Gauge::default();
+        let room_published = Counter::default();
+        let room_delivered = Counter::default();
+        let room_slow = Counter::default();
+        let room_broker_up = Gauge::default();
+        let room_refused = Family::<RoomRefusedLabels, Counter>::default();
+        let room_joins = Family::<JoinLabels, Counter>::default();
+        r.register("room_members", "Room members connected to this instance", room_members.clone());
+        r.register(
+            "room_published",
+            "Messages this instance published to the room",
+            room_published.clone(),
+        );
+        r.register(
+            "room_delivered",
+            "Room frames queued for members of this instance (messages and presence)",
+            room_delivered.clone(),
+        );
+        r.register(
+            "room_slow_consumers",
+            "Room members closed with 1013 because their queue was full",
+            room_slow.clone(),
+        );
+        r.register(
+            "room_broker_up",
+            "1 while the room's broker works (always with the embedded engine; Redis reachable)",
+            room_broker_up.clone(),
+        );
+        r.register("room_refused", "Room messages not published, by reason", room_refused.clone());
+        r.register(
+            "room_joins",
+            "Room joins by outcome: fresh, recovered, or lost (resume point no longer in history)",
+            room_joins.clone(),
+        );
+
         Self {
             registry,
+            room_members,
+            room_published,
+            room_delivered,
+            room_slow,
+            room_broker_up,
+            room_refused,
+            room_joins,
             connections_open,
             connections_max,
             connections,
@@ -167,6 +246,29 @@ impl Metrics {
     /// Counts an upgrade turned away.
     pub fn refused(&self, reason: RefusedReason) {
         self.refused.get_or_create(&RefusedLabels { reason }).inc();
+    }
+
+    /// Counts a room join.
+    pub fn room_joined(&self, resumed: bool, recovered: bool) {
+        let outcome = match (resumed, recovered) {
+            (false, _) => "fresh",
+            (true, true) => "recovered",
+            (true, false) => "lost",
+        };
+        self.room_joins.get_or_create(&JoinLabels { outcome }).inc();
+    }
+
+    /// Counts one room frame queued for `delivered` members, and `slow` members ended.
+    pub fn room_fanned_out(&self, delivered: usize, slow: usize) {
+        self.room_delivered.inc_by(delivered as u64);
+        if slow > 0 {
+            self.room_slow.inc_by(slow as u64);
+        }
+    }
+
+    /// Counts a room message not published.
+    pub fn room_refused(&self, reason: RoomRefusal) {
+        self.room_refused.get_or_create(&RoomRefusedLabels { reason }).inc();
     }
 
     pub fn handshake_took(&self, duration: Duration) {

@@ -15,12 +15,15 @@ pub async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: 200, and 503 from the moment shutdown begins, so a load balancer sends new
-/// connections elsewhere while this instance drains.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+/// connections elsewhere while this instance drains. A room whose broker is down leaves it 200
+/// (the echo serves, the room keeps its members) and is named in the body.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     if state.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else {
-        (StatusCode::OK, "ready\n")
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_owned());
+    }
+    match state.room.degraded() {
+        Some(why) => (StatusCode::OK, format!("ready; room degraded: {why}\n")),
+        None => (StatusCode::OK, "ready\n".to_owned()),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The `/ws/` endpoint: checks the upgrade request (RFC 6455 §4.2.1, origin, connection limit),
-//! answers 101 and hands the upgraded socket to its own task.
+//! The WebSocket endpoints, `/ws/` (the echo) and `/ws/room`: checks the upgrade request
+//! (RFC 6455 §4.2.1, the room's query, origin, connection limit), answers 101 and hands the
+//! upgraded socket to its own task with its [`App`].
 //!
 //! The handshake is done here rather than by axum's `WebSocketUpgrade` for two reasons: every
 //! refusal gets its own status, body and metric, and the connection task owns the raw socket,
@@ -20,6 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::app::App;
 use crate::connection;
 use crate::limits::Slot;
 use crate::metrics::RefusedReason;
@@ -52,6 +54,8 @@ pub enum Refusal {
     Version(String),
     #[error("Sec-WebSocket-Key is missing or is not 16 bytes in base64")]
     Key,
+    #[error("{0}")]
+    Query(wire::room::QueryError),
     #[error("this connection cannot be upgraded (HTTP/1.1 is required)")]
     NotUpgradable,
     #[error("{0}")]
@@ -79,7 +83,7 @@ impl IntoResponse for Refusal {
         let status = match &self {
             Refusal::Method => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::NotAnUpgrade | Refusal::Version(_) => StatusCode::UPGRADE_REQUIRED,
-            Refusal::Key | Refusal::NotUpgradable => StatusCode::BAD_REQUEST,
+            Refusal::Key | Refusal::NotUpgradable | Refusal::Query(_) => StatusCode::BAD_REQUEST,
             Refusal::Origin(_) => StatusCode::FORBIDDEN,
             Refusal::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -147,13 +151,37 @@ fn is_base64_of_16_bytes(key: &[u8]) -> bool {
         && key[..22].iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
+/// Which application an upgraded connection runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Echo,
+    /// The room, resuming from this point if given.
+    Room(Option<wire::room::Resume>),
+}
+
 /// `GET /ws/`: upgrades the request, or refuses it with a status and a body that says why.
-pub async fn handler(State(state): State<AppState>, mut request: Request) -> Response {
+pub async fn handler(State(state): State<AppState>, request: Request) -> Response {
+    serve_upgrade(state, request, |_| Ok(Endpoint::Echo))
+}
+
+/// `GET /ws/room[?epoch=E&offset=N]`: the same, for the room; a malformed query gets 400.
+pub async fn room_handler(State(state): State<AppState>, request: Request) -> Response {
+    serve_upgrade(state, request, |request| {
+        let query = request.uri().query().unwrap_or_default();
+        wire::room::parse_query(query).map(Endpoint::Room).map_err(Refusal::Query)
+    })
+}
+
+fn serve_upgrade(
+    state: AppState,
+    mut request: Request,
+    endpoint: impl FnOnce(&Request) -> Result<Endpoint, Refusal>,
+) -> Response {
     let accepted = request.extensions().get::<Accepted>().copied().unwrap_or(Accepted {
         peer: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         at: Instant::now(),
     });
-    match upgrade(&state, &mut request, accepted) {
+    match upgrade(&state, &mut request, accepted, endpoint) {
         Ok(response) => response,
         Err(refusal) => {
             state.metrics.refused(refusal.reason());
@@ -167,13 +195,15 @@ fn upgrade(
     state: &AppState,
     request: &mut Request,
     accepted: Accepted,
+    endpoint: impl FnOnce(&Request) -> Result<Endpoint, Refusal>,
 ) -> Result<Response, Refusal> {
     let accept = check_upgrade(request.method(), request.headers())?;
+    let endpoint = endpoint(request)?;
     state.origins.check(request.headers())?;
     let slot = state.slots.try_open().ok_or(Refusal::Full { max: state.slots.max() })?;
     let on_upgrade =
         request.extensions_mut().remove::<OnUpgrade>().ok_or(Refusal::NotUpgradable)?;
-    spawn_connection(state, on_upgrade, slot, accepted);
+    spawn_connection(state, on_upgrade, slot, accepted, endpoint);
 
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -187,8 +217,16 @@ fn upgrade(
 /// Runs [`connection::serve`] as a tracked task once hyper has handed over the socket, so
 /// shutdown reaches it and waits for it. Tracked from now, not from when the upgrade
 /// completes: a connection upgraded while the server shuts down still gets its Close 1001.
-fn spawn_connection(state: &AppState, on_upgrade: OnUpgrade, slot: Slot, accepted: Accepted) {
+/// A room member joins once the socket is there, so its history is cut at that moment.
+fn spawn_connection(
+    state: &AppState,
+    on_upgrade: OnUpgrade,
+    slot: Slot,
+    accepted: Accepted,
+    endpoint: Endpoint,
+) {
     let settings = state.settings.clone();
+    let room = state.room.clone();
     let metrics = state.metrics.clone();
     let shutdown = state.shutdown.child_token();
     let span = info_span!("conn", id = slot.id, peer = %accepted.peer);
@@ -205,7 +243,14 @@ fn spawn_connection(state: &AppState, on_upgrade: OnUpgrade, slot: Slot, accepte
             let io = TokioIo::new(upgraded);
             let config = settings.websocket_config();
             let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            connection::serve(socket, &settings, &shutdown, &metrics).await;
+            let app = match endpoint {
+                Endpoint::Echo => App::Echo(settings.mode),
+                Endpoint::Room(resume) => {
+                    let (member, greeting) = room.join(resume.as_ref());
+                    App::Room { member, greeting }
+                }
+            };
+            connection::serve(socket, app, &settings, &shutdown, &metrics).await;
             drop(slot);
         }
         .instrument(span),

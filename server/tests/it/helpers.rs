@@ -1,24 +1,18 @@
-//! `spawn_app()`: a real server on `127.0.0.1:0` with a small fake bundle, stopped on drop;
-//! plain HTTP requests, raw sockets and metric scraping for the tests.
+//! The server's test helpers: `spawn_app()` (the real server on `127.0.0.1:0` with a small fake
+//! bundle) over `server::testing`, the one way tests start the server; WebSocket and raw-socket
+//! helpers; HTTP and metric helpers re-exported from there.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{header, Request, StatusCode};
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use server::testing::{get, get_with, metric, spawn_with, test_config, TestServer, STEP};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -26,50 +20,8 @@ pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 pub const PAGE_MARKER: &str = "<title>test page</title>";
 /// A trunk-style content-hashed file in the fake bundle.
 pub const HASHED_WASM: &str = "web-0123456789abcdef_bg.wasm";
-/// Longest any single step of a test may take before it fails instead of hanging.
-pub const STEP: Duration = Duration::from_secs(10);
 
-/// A running server; dropping it requests shutdown.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-    assets: Option<PathBuf>,
-}
-
-impl TestServer {
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}{}", self.addr, wire::WS_PATH)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Requests shutdown and waits for `run` to return.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(STEP, task).await.expect("server stops in time");
-            result.expect("server task").expect("server returns Ok");
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(dir) = self.assets.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// A server with a fake bundle (`index.html` and `app_bg.wasm`).
+/// A server with a fake bundle (`index.html` and `app_bg.wasm`), deleted when it is dropped.
 pub async fn spawn_app() -> TestServer {
     let assets = fresh_dir();
     std::fs::write(
@@ -84,28 +36,13 @@ pub async fn spawn_app() -> TestServer {
     std::fs::write(assets.join(format!("{HASHED_WASM}.br")), b"brotli bytes").expect("write");
     std::fs::write(assets.join(format!("{HASHED_WASM}.gz")), b"gzip bytes").expect("write");
     let mut server = spawn_with(Config { assets: assets.clone(), ..test_config() }).await;
-    server.assets = Some(assets);
+    server.remove_on_drop(assets);
     server
 }
 
 /// A server whose assets directory does not exist (the bundle was never built).
 pub async fn spawn_without_bundle() -> TestServer {
     spawn_with(Config { assets: fresh_dir().join("missing"), ..test_config() }).await
-}
-
-pub fn test_config() -> Config {
-    Config { port: 0, shutdown_grace: Duration::from_secs(5), ..Config::default() }
-}
-
-/// Binds first, then spawns: the port accepts connections before this returns.
-pub async fn spawn_with(config: Config) -> TestServer {
-    let listener = TcpListener::bind(config.addr()).await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(server::run(listener, config, async {
-        let _ = rx.await;
-    }));
-    TestServer { addr, shutdown: Some(tx), task: Some(task), assets: None }
 }
 
 fn fresh_dir() -> PathBuf {
@@ -137,77 +74,6 @@ pub async fn next(socket: &mut Socket) -> Message {
         .expect("a message in time")
         .expect("stream still open")
         .expect("no protocol error")
-}
-
-/// An HTTP response, read whole.
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: axum::http::HeaderMap,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn header(&self, name: header::HeaderName) -> String {
-        self.headers.get(name).map(|v| v.to_str().expect("ascii").to_owned()).unwrap_or_default()
-    }
-}
-
-/// `GET url` on a fresh connection.
-pub async fn get(url: &str) -> Reply {
-    get_with(url, &[]).await
-}
-
-/// `GET url` with extra request headers.
-pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut request = Request::get(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(Empty::new()).expect("request");
-    let response = tokio::time::timeout(STEP, client.request(request))
-        .await
-        .expect("in time")
-        .expect("response");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
-}
-
-/// The value of one sample in `/metrics` (`name` with its labels, e.g.
-/// `ws_closes_total{code="1000"}`); 0 when absent, as Prometheus treats a missing counter.
-pub fn metric(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-impl TestServer {
-    /// The server's `/metrics` text.
-    pub async fn scrape(&self) -> String {
-        let reply = get(&self.url(wire::METRICS_PATH)).await;
-        assert_eq!(reply.status, StatusCode::OK);
-        reply.body
-    }
-
-    /// Polls `/metrics` until `name` reaches `value` (connection ends are counted when the
-    /// connection task finishes, a moment after the client saw the close); fails after STEP.
-    pub async fn wait_for_metric(&self, name: &str, value: f64) -> String {
-        let deadline = tokio::time::Instant::now() + STEP;
-        loop {
-            let metrics = self.scrape().await;
-            if metric(&metrics, name) >= value {
-                return metrics;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} did not reach {value}:\n{metrics}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 /// A hand-written upgrade request for `/ws/` with `extra` header lines, and the server's

@@ -7,4 +7,5 @@ mod http;
 mod keepalive;
 mod limits;
 mod origin;
+mod room;
 mod ws;
