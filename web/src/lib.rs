@@ -1,14 +1,20 @@
 //! The browser client: the tutorial's page grown into a tool for talking to the socket: a
 //! composer, a truthful status line, auto-reconnect with nothing lost, and round-trip times.
 //!
-//! [`session`] decides everything (plain Rust, tested natively and in the browser), [`page`]
-//! shows it, [`conn`] is the socket, and [`run`] is the one loop that feeds events from all
-//! three (and the browser) through the session and carries out its commands.
+//! Beside it, the Room view: a chat room on a second socket (`/ws/room`) that resumes where it
+//! left off after a reconnect.
+//!
+//! [`session`] and [`room`] decide everything (plain Rust, tested natively and in the browser),
+//! [`page`] and [`room_page`] show it, [`conn`] is the socket, and [`run`] is the one loop that
+//! feeds events from all of them (and the browser) through the two state machines and carries
+//! out their commands.
 
 pub mod backoff;
 pub mod chart;
 pub mod conn;
 pub mod page;
+pub mod room;
+pub mod room_page;
 pub mod session;
 pub mod url;
 
@@ -27,6 +33,8 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::page::Page;
+use crate::room::Room;
+use crate::room_page::RoomPage;
 use crate::session::{Command, Input, Session};
 
 /// Entry point, called by the binary's `main` once the bundle is loaded.
@@ -55,10 +63,11 @@ fn try_start() -> Result<(), JsValue> {
     let window = web_sys::window().ok_or("no window")?;
     let document = window.document().ok_or("no document")?;
     let page = Page::find(&document)?;
+    let room_page = RoomPage::find(&document)?;
     let supported = websocket_supported(&window);
-    let url = url::for_page(&document)?;
+    let base = url::for_page(&document)?;
     let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
-    wasm_bindgen_futures::spawn_local(run(page, url, supported, seed));
+    wasm_bindgen_futures::spawn_local(run(page, room_page, base, supported, seed));
     Ok(())
 }
 
@@ -72,16 +81,26 @@ fn now() -> f64 {
     js_sys::Date::now()
 }
 
-/// The page's one loop: every input (the socket, the user, the browser, the reconnect timer)
-/// goes through the session, whose commands the [`Driver`] carries out; then the page is
-/// redrawn and the loop waits for the next input.
-pub async fn run(page: Page, url: String, supported: bool, seed: u64) {
-    let mut driver = Driver::new(page, url, seed);
+/// An input for one of the page's two state machines.
+#[derive(Debug, Clone)]
+enum Event {
+    Echo(Input),
+    Room(room::Input),
+}
+
+/// The page's one loop: every input (the sockets, the user, the browser, the reconnect timer)
+/// goes through the echo's session or the room, whose commands the [`Driver`] carries out;
+/// then the page is redrawn and the loop waits for the next input. `base` is the sockets'
+/// folder ([`url::socket_base`]): the echo is at `ws/` in it, the room at `ws/room`.
+pub async fn run(page: Page, room_page: RoomPage, base: String, supported: bool, seed: u64) {
+    let mut driver = Driver::new(page, room_page, base, seed);
     let online = web_sys::window().is_some_and(|w| w.navigator().on_line());
     if !online {
-        driver.pending.push(Input::Online(false));
+        driver.pending.push(Event::Echo(Input::Online(false)));
+        driver.pending.push(Event::Room(room::Input::Online(false)));
     }
-    driver.pending.push(Input::Start { supported });
+    driver.pending.push(Event::Echo(Input::Start { supported }));
+    driver.pending.push(Event::Room(room::Input::Start { supported }));
     loop {
         driver.step();
         let next = futures_util::future::poll_fn(|cx| driver.poll_input(cx)).await;
@@ -89,87 +108,28 @@ pub async fn run(page: Page, url: String, supported: bool, seed: u64) {
     }
 }
 
-/// What the loop owns: the session, the page, the socket, and the browser's event sources.
-struct Driver {
-    session: Session,
-    page: Page,
-    url: String,
+/// A socket and whether it is still connecting (its `poll_ready` has not completed yet).
+#[derive(Default)]
+struct Socket {
     socket: Option<WebSocket>,
-    /// The socket is connecting: its `poll_ready` has not completed yet.
     opening: bool,
-    /// Inputs to handle before waiting again (some commands produce inputs themselves).
-    pending: Vec<Input>,
-    inbox: Inbox,
-    alarm: Alarm,
-    _listeners: Listeners,
 }
 
-impl Driver {
-    fn new(page: Page, url: String, seed: u64) -> Self {
-        let inbox = Inbox::default();
-        Self {
-            session: Session::new(seed),
-            _listeners: Listeners::attach(&page, &inbox),
-            alarm: Alarm::new(&inbox),
-            inbox,
-            page,
-            url,
-            socket: None,
-            opening: false,
-            pending: Vec::new(),
+impl Socket {
+    fn open(&mut self, url: &str) -> Result<(), conn::OpenError> {
+        self.socket = Some(conn::open(url)?);
+        self.opening = true;
+        Ok(())
+    }
+
+    fn send(&mut self, text: String) {
+        if let Some(socket) = self.socket.as_mut() {
+            conn::send(socket, text);
         }
     }
 
-    /// Handles every pending input, carries out the commands, redraws the page and sets the
-    /// alarm for the session's next wake-up.
-    fn step(&mut self) {
-        while !self.pending.is_empty() {
-            for input in std::mem::take(&mut self.pending) {
-                for command in self.session.handle(input, now()) {
-                    self.execute(command);
-                }
-            }
-        }
-        report(self.page.render(&self.session.view(now())));
-        let wake = self.session.wake_at(now());
-        self.alarm.set(wake.map(|at| (at - now()).clamp(0.0, 60_000.0) as i32));
-    }
-
-    fn execute(&mut self, command: Command) {
-        match command {
-            Command::Open => match conn::open(&self.url) {
-                Ok(socket) => {
-                    self.socket = Some(socket);
-                    self.opening = true;
-                }
-                Err(error) => self.pending.push(Input::Closed {
-                    code: wire::close::ABNORMAL,
-                    reason: error.0,
-                    clean: false,
-                }),
-            },
-            Command::Send(text) => {
-                if let Some(socket) = self.socket.as_mut() {
-                    conn::send(socket, text);
-                }
-            }
-            Command::Close => {
-                if let Some(socket) = self.socket.take() {
-                    let _ = conn::close(socket);
-                }
-                // The socket is gone, and its close event with it: report it here.
-                let code = wire::close::NORMAL;
-                self.pending.push(Input::Closed { code, reason: String::new(), clean: true });
-            }
-            Command::Log(line) => report(self.page.append(&line)),
-        }
-    }
-
-    /// The next input: from the page and the alarm (the inbox), or from the socket.
-    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input>> {
-        if let Poll::Ready(input) = self.inbox.poll_pop(cx) {
-            return Poll::Ready(Some(input));
-        }
+    /// The next socket event, as an echo input.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input>> {
         let Some(socket) = self.socket.as_mut() else { return Poll::Pending };
         if self.opening {
             match socket.poll_ready_unpin(cx) {
@@ -194,6 +154,131 @@ impl Driver {
     }
 }
 
+/// What the loop owns: both state machines, the page, the sockets, and the browser's event
+/// sources.
+struct Driver {
+    session: Session,
+    room: Room,
+    page: Page,
+    room_page: RoomPage,
+    base: String,
+    echo: Socket,
+    room_socket: Socket,
+    /// Inputs to handle before waiting again (some commands produce inputs themselves).
+    pending: Vec<Event>,
+    inbox: Inbox,
+    alarm: Alarm,
+    _listeners: Listeners,
+}
+
+impl Driver {
+    fn new(page: Page, room_page: RoomPage, base: String, seed: u64) -> Self {
+        let inbox = Inbox::default();
+        Self {
+            session: Session::new(seed),
+            room: Room::new(seed.rotate_left(17) ^ 0x5DEE_CE66),
+            _listeners: Listeners::attach(&page, &room_page, &inbox),
+            alarm: Alarm::new(&inbox),
+            inbox,
+            page,
+            room_page,
+            base,
+            echo: Socket::default(),
+            room_socket: Socket::default(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Handles every pending input, carries out the commands, redraws the page and sets the
+    /// alarm for the next wake-up of either state machine.
+    fn step(&mut self) {
+        while !self.pending.is_empty() {
+            for event in std::mem::take(&mut self.pending) {
+                match event {
+                    Event::Echo(input) => {
+                        for command in self.session.handle(input, now()) {
+                            self.execute(command);
+                        }
+                    }
+                    Event::Room(input) => {
+                        for command in self.room.handle(input, now()) {
+                            self.execute_room(command);
+                        }
+                    }
+                }
+            }
+        }
+        report(self.page.render(&self.session.view(now())));
+        report(self.room_page.render(&self.room.view(now())));
+        let wake = match (self.session.wake_at(now()), self.room.wake_at(now())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.alarm.set(wake.map(|at| (at - now()).clamp(0.0, 60_000.0) as i32));
+    }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::Open => {
+                let url = url::socket_url(&self.base, wire::WS_PATH);
+                if let Err(error) = self.echo.open(&url) {
+                    self.pending.push(Event::Echo(Input::Closed {
+                        code: wire::close::ABNORMAL,
+                        reason: error.0,
+                        clean: false,
+                    }));
+                }
+            }
+            Command::Send(text) => self.echo.send(text),
+            Command::Close => {
+                if let Some(socket) = self.echo.socket.take() {
+                    let _ = conn::close(socket);
+                }
+                // The socket is gone, and its close event with it: report it here.
+                let code = wire::close::NORMAL;
+                let closed = Input::Closed { code, reason: String::new(), clean: true };
+                self.pending.push(Event::Echo(closed));
+            }
+            Command::Log(line) => report(self.page.append(&line)),
+        }
+    }
+
+    fn execute_room(&mut self, command: room::Command) {
+        match command {
+            room::Command::Open(path) => {
+                if let Err(error) = self.room_socket.open(&url::socket_url(&self.base, &path)) {
+                    self.pending.push(Event::Room(room::Input::Closed {
+                        code: wire::close::ABNORMAL,
+                        reason: error.0,
+                        clean: false,
+                    }));
+                }
+            }
+            room::Command::Send(text) => self.room_socket.send(text),
+            room::Command::Close(code, reason) => {
+                if let Some(socket) = self.room_socket.socket.take() {
+                    let _ = conn::close_with(socket, code, reason);
+                }
+            }
+            room::Command::Log(entry) => report(self.room_page.append(&entry)),
+        }
+    }
+
+    /// The next input: from the page and the alarm (the inbox), or from either socket.
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if let Poll::Ready(event) = self.inbox.poll_pop(cx) {
+            return Poll::Ready(Some(event));
+        }
+        if let Poll::Ready(input) = self.echo.poll(cx) {
+            return Poll::Ready(input.map(Event::Echo));
+        }
+        match self.room_socket.poll(cx) {
+            Poll::Ready(input) => Poll::Ready(input.and_then(conn::room_input).map(Event::Room)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// The page's and the browser's events, as inputs: the composer, the toggle button, going
 /// online or offline, the tab becoming visible. One closure serves them all, so the bundle
 /// carries one callback, not one per event; dropping this detaches it.
@@ -203,28 +288,44 @@ struct Listeners {
 }
 
 impl Listeners {
-    fn attach(page: &Page, inbox: &Inbox) -> Self {
+    fn attach(page: &Page, room_page: &RoomPage, inbox: &Inbox) -> Self {
         let (form, toggle) = (page_target(&page.form), page_target(&page.toggle));
-        let (page, inbox) = (page.clone(), inbox.clone());
+        let room_form = page_target(&room_page.form);
+        let (page, room_page, inbox) = (page.clone(), room_page.clone(), inbox.clone());
         let callback = Closure::new(move |event: web_sys::Event| {
-            let input = match event.type_().as_str() {
+            let both = |echo, room| [Event::Echo(echo), Event::Room(room)];
+            let events = match event.type_().as_str() {
                 "submit" => {
                     event.prevent_default();
-                    Input::Compose(page.take_message())
+                    let target = event.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok());
+                    if target.is_some_and(|t| t.id() == room_page::FORM_ID) {
+                        inbox.push(Event::Room(room::Input::Compose(room_page.take_message())));
+                    } else {
+                        inbox.push(Event::Echo(Input::Compose(page.take_message())));
+                    }
+                    return;
                 }
-                "click" => match page.toggle.get_attribute("data-action").as_deref() {
-                    Some(page::ACTION_DISCONNECT) => Input::Disconnect,
-                    _ => Input::Connect,
-                },
-                "online" => Input::Online(true),
-                "offline" => Input::Online(false),
-                "visibilitychange" if !page.hidden() => Input::Visible,
+                "click" => {
+                    inbox.push(Event::Echo(
+                        match page.toggle.get_attribute("data-action").as_deref() {
+                            Some(page::ACTION_DISCONNECT) => Input::Disconnect,
+                            _ => Input::Connect,
+                        },
+                    ));
+                    return;
+                }
+                "online" => both(Input::Online(true), room::Input::Online(true)),
+                "offline" => both(Input::Online(false), room::Input::Online(false)),
+                "visibilitychange" if !page.hidden() => both(Input::Visible, room::Input::Visible),
                 _ => return,
             };
-            inbox.push(input);
+            for event in events {
+                inbox.push(event);
+            }
         });
         let mut listeners = Self { callback, attached: Vec::new() };
         listeners.add(&form, "submit");
+        listeners.add(&room_form, "submit");
         listeners.add(&toggle, "click");
         if let Some(window) = web_sys::window() {
             listeners.add(&window, "online");
@@ -260,10 +361,10 @@ fn page_target(element: &web_sys::Element) -> web_sys::EventTarget {
 /// Inputs from the browser's callbacks, waiting for the loop: a queue and the loop's waker
 /// (all on the one browser thread, so no channel is needed).
 #[derive(Debug, Clone, Default)]
-struct Inbox(Rc<RefCell<(VecDeque<Input>, Option<Waker>)>>);
+struct Inbox(Rc<RefCell<(VecDeque<Event>, Option<Waker>)>>);
 
 impl Inbox {
-    fn push(&self, input: Input) {
+    fn push(&self, input: Event) {
         let mut inner = self.0.borrow_mut();
         inner.0.push_back(input);
         if let Some(waker) = inner.1.take() {
@@ -271,7 +372,7 @@ impl Inbox {
         }
     }
 
-    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Input> {
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Event> {
         let mut inner = self.0.borrow_mut();
         match inner.0.pop_front() {
             Some(input) => Poll::Ready(input),
@@ -283,8 +384,8 @@ impl Inbox {
     }
 }
 
-/// One `setTimeout` at a time that delivers [`Input::Timer`] to the inbox; one closure for
-/// the page's lifetime.
+/// One `setTimeout` at a time that delivers [`Input::Timer`] to both state machines; one
+/// closure for the page's lifetime.
 struct Alarm {
     callback: Closure<dyn FnMut()>,
     pending: Option<i32>,
@@ -293,7 +394,11 @@ struct Alarm {
 impl Alarm {
     fn new(inbox: &Inbox) -> Self {
         let inbox = inbox.clone();
-        Self { callback: Closure::new(move || inbox.push(Input::Timer)), pending: None }
+        let callback = Closure::new(move || {
+            inbox.push(Event::Echo(Input::Timer));
+            inbox.push(Event::Room(room::Input::Timer));
+        });
+        Self { callback, pending: None }
     }
 
     /// Replaces the pending alarm with one in `ms` milliseconds (or none).

@@ -231,6 +231,61 @@ pub struct Session {
     in_flight: VecDeque<InFlight>,
     rtts: Vec<u32>,
     rng: Rng,
+    /// The server's message limit, once learned; see [`learned_limit`].
+    limit: Option<usize>,
+}
+
+/// The limit named by a 1009 close's reason (`wire::close::reason_too_big`), if it names one.
+///
+/// The page cannot know a server's `--max-message-size` in advance, so it does not refuse
+/// anything by the compiled-in default: it sends, and when the server closes with 1009 its
+/// reason names the limit in force. From then on the page checks against that learned limit
+/// and refuses a bigger message before sending it (until the page is reloaded: a server
+/// restarted with a bigger limit is learned again only by a fresh page).
+pub fn learned_limit(reason: &str) -> Option<usize> {
+    let rest = reason.strip_prefix(close::REASON_TOO_BIG_PREFIX)?;
+    rest.strip_suffix(" bytes")?.parse().ok()
+}
+
+/// The line for a message refused before sending because it is over the learned limit.
+pub fn over_limit_line(size: usize, limit: usize) -> String {
+    format!("Message is not sent: {size} bytes is over the server's limit of {limit} bytes")
+}
+
+/// The status line for `status`, shared by the echo and the room: `Closed (1006),
+/// reconnecting in 3 s`, with ` · 2 queued` when messages wait.
+pub fn status_line(
+    status: Status,
+    reconnect_at: Option<f64>,
+    last_close: Option<&(u16, String)>,
+    stopped_because: Option<&str>,
+    queued: usize,
+    now: f64,
+) -> String {
+    let closed = match last_close {
+        Some((code, reason)) if reason.is_empty() => format!("Closed ({code})"),
+        Some((code, reason)) => format!("Closed ({code} {reason})"),
+        None => "Closed".to_owned(),
+    };
+    let mut text = match (status, reconnect_at) {
+        (Status::Connecting, _) => "Connecting ...".to_owned(),
+        (Status::Open, _) => "Open".to_owned(),
+        (Status::Reconnecting, Some(at)) => {
+            let seconds = ((at - now).max(0.0) / 1000.0).ceil() as u32;
+            format!("{closed}, reconnecting in {seconds} s")
+        }
+        (Status::Offline, _) => format!("{closed}; offline, reconnecting when back online"),
+        (Status::Closed, _) => match stopped_because {
+            Some(why) => format!("{closed}; not reconnecting: {why}"),
+            None => "Disconnected".to_owned(),
+        },
+        (Status::Unsupported, _) => "WebSocket not supported".to_owned(),
+        (Status::Reconnecting, None) => closed,
+    };
+    if queued > 0 {
+        text.push_str(&format!(" · {queued} queued"));
+    }
+    text
 }
 
 impl Session {
@@ -250,6 +305,7 @@ impl Session {
             in_flight: VecDeque::new(),
             rtts: Vec::new(),
             rng: Rng::new(seed),
+            limit: None,
         }
     }
 
@@ -331,29 +387,18 @@ impl Session {
     /// What the page shows at time `now`.
     pub fn view(&self, now: f64) -> View {
         let status = self.status();
-        let closed = match &self.last_close {
-            Some((code, reason)) if reason.is_empty() => format!("Closed ({code})"),
-            Some((code, reason)) => format!("Closed ({code} {reason})"),
-            None => "Closed".to_owned(),
+        let at = match self.conn {
+            Conn::Waiting { at } => Some(at),
+            _ => None,
         };
-        let mut status_text = match (status, &self.conn) {
-            (Status::Connecting, _) => "Connecting ...".to_owned(),
-            (Status::Open, _) => "Open".to_owned(),
-            (Status::Reconnecting, Conn::Waiting { at }) => {
-                let seconds = ((at - now).max(0.0) / 1000.0).ceil() as u32;
-                format!("{closed}, reconnecting in {seconds} s")
-            }
-            (Status::Offline, _) => format!("{closed}; offline, reconnecting when back online"),
-            (Status::Closed, _) => match &self.stopped_because {
-                Some(why) => format!("{closed}; not reconnecting: {why}"),
-                None => "Disconnected".to_owned(),
-            },
-            (Status::Unsupported, _) => "WebSocket not supported".to_owned(),
-            (Status::Reconnecting, _) => closed,
-        };
-        if !self.outbox.is_empty() {
-            status_text.push_str(&format!(" · {} queued", self.outbox.len()));
-        }
+        let status_text = status_line(
+            status,
+            at,
+            self.last_close.as_ref(),
+            self.stopped_because.as_deref(),
+            self.outbox.len(),
+            now,
+        );
         View {
             status,
             status_text,
@@ -438,13 +483,8 @@ impl Session {
         if text.is_empty() || !self.supported {
             return;
         }
-        let limit = wire::limits::MAX_MESSAGE_BYTES;
-        if text.len() > limit {
-            let size = text.len();
-            let why = format!(
-                "Message is not sent: {size} bytes is over the server's limit of {limit} bytes"
-            );
-            out.push(log(Kind::System, why));
+        if let Some(limit) = self.limit.filter(|limit| text.len() > *limit) {
+            out.push(log(Kind::System, over_limit_line(text.len(), limit)));
             return;
         }
         let message = Outgoing { text, resend: false, quiet: false };
@@ -492,7 +532,21 @@ impl Session {
                 return;
             }
             CloseClass::BlameMessage => {
-                if let Some(dropped) = self.outbox.pop_front() {
+                // A 1009 names the limit: the blamed message is the first one over it (and
+                // any other over it would only be refused again). Otherwise: the oldest.
+                let limit = (code == close::MESSAGE_TOO_BIG)
+                    .then(|| self.last_close.as_ref().and_then(|(_, r)| learned_limit(r)))
+                    .flatten();
+                self.limit = limit.or(self.limit);
+                let mut blamed = VecDeque::new();
+                match limit {
+                    Some(limit) if self.outbox.iter().any(|m| m.text.len() > limit) => {
+                        (blamed, self.outbox) =
+                            self.outbox.drain(..).partition(|m| m.text.len() > limit);
+                    }
+                    _ => blamed.extend(self.outbox.pop_front()),
+                }
+                for dropped in blamed {
                     let text = preview(&dropped.text);
                     let why =
                         format!("Message is dropped, the server refused it ({shown}): {text}");
@@ -512,7 +566,7 @@ fn log(kind: Kind, text: impl Into<String>) -> Command {
 }
 
 /// At most 80 characters of a message, for a line about it.
-fn preview(text: &str) -> String {
+pub(crate) fn preview(text: &str) -> String {
     let mut shown: String = text.chars().take(80).collect();
     if shown.len() < text.len() {
         shown.push('…');
@@ -820,17 +874,46 @@ mod tests {
     }
 
     #[test]
-    fn a_message_over_the_limit_is_refused_before_sending() {
+    fn the_limit_is_learned_from_the_servers_1009_not_assumed() {
+        // A server with a bigger limit than the default: nothing is refused in advance.
         let mut session = open_session();
         let big = "a".repeat(wire::limits::MAX_MESSAGE_BYTES + 1);
-        let out = session.handle(Input::Compose(big), 10.0);
-        assert!(sent(&out).is_empty());
-        assert_eq!(
-            logged(&out),
-            ["Message is not sent: 65537 bytes is over the server's limit of 65536 bytes"]
+        assert_eq!(sent(&session.handle(Input::Compose(big.clone()), 10.0)), [big.as_str()]);
+        session.handle(Input::Received(wire::reply(&big)), 11.0);
+
+        // A server whose limit is 1000: the 1009's reason names it; the message over it is
+        // dropped (not the innocent one before it) and the next big one refused locally.
+        session.handle(Input::Compose("small".into()), 20.0);
+        session.handle(Input::Compose("b".repeat(1001)), 21.0);
+        let reason = close::reason_too_big(1000);
+        let out = session.handle(
+            Input::Closed { code: close::MESSAGE_TOO_BIG, reason: reason.clone(), clean: true },
+            22.0,
         );
-        let at_limit = "a".repeat(wire::limits::MAX_MESSAGE_BYTES);
-        assert_eq!(sent(&session.handle(Input::Compose(at_limit), 11.0)).len(), 1);
+        let dropped = format!(
+            "Message is dropped, the server refused it (1009 {reason}): {}…",
+            "b".repeat(80)
+        );
+        assert_eq!(logged(&out), [lines::CLOSED, dropped.as_str()]);
+        session.handle(Input::Visible, 23.0);
+        assert_eq!(sent(&session.handle(Input::Opened, 24.0)), ["small"]);
+        session.handle(Input::Received(wire::WELCOME.into()), 25.0);
+        let out = session.handle(Input::Compose("c".repeat(1001)), 26.0);
+        assert!(sent(&out).is_empty());
+        assert_eq!(logged(&out), [over_limit_line(1001, 1000)]);
+        assert_eq!(
+            over_limit_line(1001, 1000),
+            "Message is not sent: 1001 bytes is over the server's limit of 1000 bytes"
+        );
+        assert_eq!(sent(&session.handle(Input::Compose("c".repeat(1000)), 27.0)).len(), 1);
+    }
+
+    #[test]
+    fn limits_are_read_from_the_reason_only_when_it_names_one() {
+        assert_eq!(learned_limit(&close::reason_too_big(1 << 20)), Some(1 << 20));
+        assert_eq!(learned_limit("message too big"), None);
+        assert_eq!(learned_limit(""), None);
+        assert_eq!(learned_limit("message too big: the limit is -1 bytes"), None);
     }
 
     #[test]

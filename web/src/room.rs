@@ -1,0 +1,882 @@
+//! The room's state machine, apart from the DOM and the socket: joining, the message order,
+//! where to resume from, what a reconnect recovered, refusals, presence, and reconnecting.
+//!
+//! Like [`crate::session`], [`Room::handle`] takes one [`Input`] (frames already decoded into
+//! [`Frame`]s by the driver) and the time, and returns [`Command`]s; [`Room::view`] says what
+//! the page shows. No DOM, no clock, no JSON: every rule is tested natively and in the browser.
+//!
+//! **Order and the resume point.** Offsets in an epoch are consecutive. After joining, the
+//! page expects the message after the last one it has; an offset at or below it is a duplicate
+//! (ignored, with a line), one beyond it a gap: the page closes the socket and reconnects with
+//! backoff from its last message, so a skip becomes a recovery, never a silent hole. The resume
+//! point is the epoch and offset of the last message received (or of the room's top when it
+//! joined without recovery: older history is shown but never asked for again).
+//!
+//! **Recovery.** On reconnect the page asks for `?epoch=E&offset=N`. With `recovered: true` the
+//! messages after N follow, checked to be consecutive and counted; when the last of them
+//! (`joined.offset`) has arrived, the page logs how many were recovered and then sends what
+//! waited. With `recovered: false` it says that missed messages could not be recovered (the
+//! history was reset when the epoch changed) and shows the latest ones.
+//!
+//! **Your messages.** A message is acknowledged by coming back from the room under one of the
+//! names this page has had (a new connection may get a new one). Messages typed while
+//! disconnected are queued; ones sent but not yet acknowledged when the connection dropped are
+//! matched against the recovered messages, and only those the room never had are sent again
+//! (without recovery the page cannot tell, and sends them again: at least once). A `refused`
+//! frame answers the oldest unacknowledged message. The size limit is learned from a 1009 as in
+//! the echo ([`crate::session::learned_limit`]).
+
+use std::collections::VecDeque;
+
+use wire::close;
+use wire::room::Resume;
+
+use crate::backoff::{self, Rng};
+use crate::session::{
+    classify, learned_limit, over_limit_line, preview, status_line, CloseClass, Status, QUEUE_LIMIT,
+};
+
+/// The room's wording; the end-to-end tests assert against these.
+pub mod lines {
+    /// Followed by the name the server gave this page.
+    pub const JOINED: &str = "Joined the room as ";
+    /// After a reconnect whose missed messages all arrived: `Reconnected: 3 missed messages
+    /// recovered`.
+    pub fn recovered(count: u64) -> String {
+        match count {
+            0 => "Reconnected: no messages were missed".to_owned(),
+            1 => "Reconnected: 1 missed message recovered".to_owned(),
+            n => format!("Reconnected: {n} missed messages recovered"),
+        }
+    }
+    /// After a reconnect in a new epoch (the server restarted, or the broker lost its data).
+    pub const RESET: &str =
+        "Reconnected: the room's history was reset; missed messages could not be recovered";
+    /// After a reconnect whose missed messages are no longer all kept.
+    pub const NOT_RECOVERED: &str =
+        "Reconnected: some missed messages could not be recovered; showing the latest";
+    pub const CLOSED: &str = "Room connection is closed ...";
+    /// Followed by the message's text.
+    pub const QUEUED: &str = "Message is queued: ";
+    /// The reason the page gives when it closes the socket itself to recover a gap.
+    pub const GAP_REASON: &str = "messages went missing";
+}
+
+/// The offset and time of a message, and who sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Joined {
+        you: String,
+        epoch: String,
+        offset: u64,
+        online: u32,
+        recovered: bool,
+    },
+    /// `time` in milliseconds since the Unix epoch.
+    Message {
+        offset: u64,
+        time: f64,
+        from: String,
+        text: String,
+    },
+    Presence {
+        online: u32,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// Something that happened to the room's socket, in the browser, or by the user's hand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Start {
+        supported: bool,
+    },
+    Opened,
+    Frame(Frame),
+    /// A text frame that is not one of the room's (its start, for the log).
+    Unreadable(String),
+    Closed {
+        code: u16,
+        reason: String,
+        clean: bool,
+    },
+    Compose(String),
+    Online(bool),
+    Visible,
+    Timer,
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Open the room's socket at this path (`wire::room::path_with_resume`), relative to the
+    /// page's socket base.
+    Open(String),
+    Send(String),
+    /// Close the socket with this code and reason and forget it: no close event comes back.
+    Close(u16, &'static str),
+    Log(Entry),
+}
+
+/// One line of the room's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A message of the room; `mine` when this page sent it.
+    Message { offset: u64, time_ms: u64, from: String, text: String, mine: bool },
+    /// A line about the connection or the room.
+    Note(String),
+}
+
+/// What the page shows besides the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub status: Status,
+    pub status_text: String,
+    /// `3 online · you are guest-7f3a`, once joined.
+    pub presence: String,
+    pub composer_enabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Conn {
+    Idle,
+    Connecting,
+    Open { since: f64 },
+    Waiting { at: f64 },
+    Stopped,
+}
+
+/// Where the messages after `joined` stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not joined yet on this connection.
+    Joining,
+    /// Without recovery: history up to `until`, in increasing order, last shown `shown`.
+    History { until: u64, shown: Option<u64> },
+    /// Recovering the missed messages up to `until`; `count` so far.
+    CatchUp { until: u64, count: u64 },
+    /// Every message must be the one after the resume point.
+    Live,
+}
+
+/// The room, as this page sees it.
+#[derive(Debug, Clone)]
+pub struct Room {
+    conn: Conn,
+    phase: Phase,
+    supported: bool,
+    online: bool,
+    attempt: u32,
+    close_logged: bool,
+    last_close: Option<(u16, String)>,
+    stopped_because: Option<&'static str>,
+    resume: Option<Resume>,
+    /// Every name the server gave this page, the current one last.
+    names: Vec<String>,
+    members: Option<u32>,
+    limit: Option<usize>,
+    outbox: VecDeque<String>,
+    /// Sent on this connection, not yet back from the room.
+    in_flight: VecDeque<String>,
+    rng: Rng,
+}
+
+impl Room {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            conn: Conn::Idle,
+            phase: Phase::Joining,
+            supported: true,
+            online: true,
+            attempt: 0,
+            close_logged: false,
+            last_close: None,
+            stopped_because: None,
+            resume: None,
+            names: Vec::new(),
+            members: None,
+            limit: None,
+            outbox: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Applies one input at time `now` (ms) and returns what to do.
+    pub fn handle(&mut self, input: Input, now: f64) -> Vec<Command> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start { supported } => {
+                self.supported = supported;
+                if supported {
+                    self.open(&mut out);
+                }
+            }
+            Input::Opened => {
+                self.conn = Conn::Open { since: now };
+                self.phase = Phase::Joining;
+            }
+            Input::Frame(frame) if matches!(self.conn, Conn::Open { .. }) => {
+                self.frame(frame, now, &mut out)
+            }
+            Input::Frame(_) => {}
+            Input::Unreadable(text) => {
+                out.push(note(format!("Unreadable frame from the room: {}", preview(&text))))
+            }
+            Input::Closed { code, reason, .. } => self.closed(code, reason, now, &mut out),
+            Input::Compose(text) => self.compose(text, &mut out),
+            Input::Online(online) => {
+                self.online = online;
+                if online {
+                    self.reconnect_now(&mut out);
+                }
+            }
+            Input::Visible => self.reconnect_now(&mut out),
+            Input::Timer => {
+                if let Conn::Waiting { at } = self.conn {
+                    if self.online && now >= at {
+                        self.open(&mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// When the driver should deliver [`Input::Timer`].
+    pub fn wake_at(&self, now: f64) -> Option<f64> {
+        match self.conn {
+            Conn::Waiting { at } if self.online => Some(at.min(now + 250.0)),
+            _ => None,
+        }
+    }
+
+    /// Where the connection is.
+    pub fn status(&self) -> Status {
+        match self.conn {
+            _ if !self.supported => Status::Unsupported,
+            Conn::Idle | Conn::Connecting => Status::Connecting,
+            // Open once joined: before that, nothing can be said about the room.
+            Conn::Open { .. } if self.phase == Phase::Joining => Status::Connecting,
+            Conn::Open { .. } => Status::Open,
+            Conn::Waiting { .. } if !self.online => Status::Offline,
+            Conn::Waiting { .. } => Status::Reconnecting,
+            Conn::Stopped => Status::Closed,
+        }
+    }
+
+    /// What the page shows at time `now`.
+    pub fn view(&self, now: f64) -> View {
+        let status = self.status();
+        let at = match self.conn {
+            Conn::Waiting { at } => Some(at),
+            _ => None,
+        };
+        let status_text = status_line(
+            status,
+            at,
+            self.last_close.as_ref(),
+            self.stopped_because,
+            self.outbox.len(),
+            now,
+        );
+        let presence = match (status, self.members, self.names.last()) {
+            (Status::Open, Some(n), Some(you)) => format!("{n} online · you are {you}"),
+            _ => String::new(),
+        };
+        View { status, status_text, presence, composer_enabled: self.supported }
+    }
+
+    /// The epoch and offset the next connection resumes from.
+    pub fn resume(&self) -> Option<&Resume> {
+        self.resume.as_ref()
+    }
+
+    /// Messages waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    fn open(&mut self, out: &mut Vec<Command>) {
+        self.conn = Conn::Connecting;
+        self.phase = Phase::Joining;
+        self.stopped_because = None;
+        out.push(Command::Open(wire::room::path_with_resume(self.resume.as_ref())));
+    }
+
+    fn reconnect_now(&mut self, out: &mut Vec<Command>) {
+        if matches!(self.conn, Conn::Waiting { .. }) && self.online {
+            self.open(out);
+        }
+    }
+
+    fn frame(&mut self, frame: Frame, now: f64, out: &mut Vec<Command>) {
+        match frame {
+            Frame::Joined { you, epoch, offset, online, recovered } => {
+                self.members = Some(online);
+                self.close_logged = false;
+                if !self.names.contains(&you) {
+                    self.names.push(you.clone());
+                }
+                let previous = self.resume.take();
+                let same_epoch = previous.as_ref().is_some_and(|p| p.epoch == epoch);
+                match previous {
+                    Some(from) if recovered && same_epoch => {
+                        let until = offset.max(from.offset);
+                        self.resume = Some(from);
+                        self.phase = Phase::CatchUp { until, count: 0 };
+                        self.caught_up(out);
+                    }
+                    _ => {
+                        let line = match previous {
+                            None => format!("{}{you}", lines::JOINED),
+                            Some(_) if same_epoch => lines::NOT_RECOVERED.to_owned(),
+                            Some(_) => lines::RESET.to_owned(),
+                        };
+                        out.push(note(line));
+                        self.resume = Some(Resume { epoch, offset });
+                        self.phase = Phase::History { until: offset, shown: None };
+                        self.flush(out);
+                    }
+                }
+            }
+            Frame::Message { offset, time, from, text } => {
+                self.message(offset, time, from, text, now, out)
+            }
+            Frame::Presence { online } => self.members = Some(online),
+            Frame::Refused { reason } => {
+                let line = match self.in_flight.pop_front() {
+                    Some(text) => format!("Message is not sent ({reason}): {}", preview(&text)),
+                    None => format!("The room refused a message: {reason}"),
+                };
+                out.push(note(line));
+            }
+        }
+    }
+
+    fn message(
+        &mut self,
+        offset: u64,
+        time: f64,
+        from: String,
+        text: String,
+        now: f64,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(last) = self.resume.as_ref().map(|resume| resume.offset) else { return };
+        match self.phase {
+            Phase::Joining => return,
+            Phase::History { until, shown } if offset <= until => {
+                if shown.is_some_and(|shown| offset <= shown) {
+                    return repeated(offset, out);
+                }
+                self.phase = if offset == until {
+                    Phase::Live
+                } else {
+                    Phase::History { until, shown: Some(offset) }
+                };
+            }
+            _ if offset <= last => return repeated(offset, out),
+            _ if offset > last + 1 => {
+                let missing = if offset == last + 2 {
+                    format!("Message {} did not arrive", last + 1)
+                } else {
+                    format!("Messages {}–{} did not arrive", last + 1, offset - 1)
+                };
+                out.push(note(format!("{missing}: reconnecting to recover them")));
+                out.push(Command::Close(close::NORMAL, lines::GAP_REASON));
+                return self.lost(close::NORMAL, lines::GAP_REASON.to_owned(), now, out);
+            }
+            phase => {
+                if let Some(resume) = self.resume.as_mut() {
+                    resume.offset = offset;
+                }
+                self.phase = match phase {
+                    Phase::CatchUp { until, count } => Phase::CatchUp { until, count: count + 1 },
+                    _ => Phase::Live,
+                };
+            }
+        }
+        let mine = self.names.contains(&from);
+        if mine {
+            if let Some(at) = self.in_flight.iter().position(|sent| *sent == text) {
+                self.in_flight.remove(at);
+            } else if let Some(at) = self.outbox.iter().position(|queued| *queued == text) {
+                // Sent before the connection dropped and recovered now: not to be sent again.
+                self.outbox.remove(at);
+            }
+        }
+        let time_ms = time.max(0.0) as u64;
+        out.push(Command::Log(Entry::Message { offset, time_ms, from, text, mine }));
+        self.caught_up(out);
+    }
+
+    /// Ends a catch-up whose last message has arrived: says what was recovered, sends what
+    /// waited.
+    fn caught_up(&mut self, out: &mut Vec<Command>) {
+        if let (Phase::CatchUp { until, count }, Some(resume)) = (self.phase, &self.resume) {
+            if resume.offset >= until {
+                self.phase = Phase::Live;
+                out.push(note(lines::recovered(count)));
+                self.flush(out);
+            }
+        }
+    }
+
+    /// Sends every queued message (the socket is open and joined).
+    fn flush(&mut self, out: &mut Vec<Command>) {
+        while let Some(text) = self.outbox.pop_front() {
+            self.send(text, out);
+        }
+    }
+
+    fn send(&mut self, text: String, out: &mut Vec<Command>) {
+        out.push(Command::Send(text.clone()));
+        self.in_flight.push_back(text);
+    }
+
+    fn compose(&mut self, text: String, out: &mut Vec<Command>) {
+        if text.is_empty() || !self.supported {
+            return;
+        }
+        if let Some(limit) = self.limit.filter(|limit| text.len() > *limit) {
+            out.push(note(over_limit_line(text.len(), limit)));
+            return;
+        }
+        let joined = matches!(self.conn, Conn::Open { .. })
+            && !matches!(self.phase, Phase::Joining | Phase::CatchUp { .. });
+        if joined {
+            self.send(text, out);
+        } else if self.outbox.len() >= QUEUE_LIMIT {
+            out.push(note(format!(
+                "Message is not queued: {QUEUE_LIMIT} messages are already waiting"
+            )));
+        } else {
+            out.push(note(format!("{}{}", lines::QUEUED, preview(&text))));
+            self.outbox.push_back(text);
+        }
+    }
+
+    fn closed(&mut self, code: u16, reason: String, now: f64, out: &mut Vec<Command>) {
+        if matches!(self.conn, Conn::Idle | Conn::Stopped | Conn::Waiting { .. }) {
+            return;
+        }
+        self.lost(code, reason, now, out);
+    }
+
+    /// The connection is gone (closed by the server, dropped, or closed here to recover).
+    fn lost(&mut self, code: u16, reason: String, now: f64, out: &mut Vec<Command>) {
+        if !self.close_logged {
+            self.close_logged = true;
+            out.push(note(lines::CLOSED));
+        }
+        if let Conn::Open { since } = self.conn {
+            if now - since >= backoff::STABLE_MS {
+                self.attempt = 0;
+            }
+        }
+        self.members = None;
+        self.phase = Phase::Joining;
+        // Unacknowledged: first in line for the next connection, unless the room has them.
+        for text in self.in_flight.drain(..).rev() {
+            self.outbox.push_front(text);
+        }
+        let shown = if reason.is_empty() { code.to_string() } else { format!("{code} {reason}") };
+        match classify(code) {
+            CloseClass::Stop => {
+                out.push(note(format!(
+                    "Not reconnecting to the room: the server closed with {shown}"
+                )));
+                self.last_close = Some((code, reason));
+                self.conn = Conn::Stopped;
+                self.stopped_because = Some("retrying cannot help");
+                return;
+            }
+            CloseClass::BlameMessage => {
+                let limit = (code == close::MESSAGE_TOO_BIG).then(|| learned_limit(&reason));
+                self.limit = limit.flatten().or(self.limit);
+                let mut blamed = VecDeque::new();
+                match self.limit {
+                    Some(limit) if self.outbox.iter().any(|m| m.len() > limit) => {
+                        (blamed, self.outbox) =
+                            self.outbox.drain(..).partition(|m| m.len() > limit);
+                    }
+                    _ => blamed.extend(self.outbox.pop_front()),
+                }
+                for text in blamed {
+                    let text = preview(&text);
+                    out.push(note(format!(
+                        "Message is dropped, the server refused it ({shown}): {text}"
+                    )));
+                }
+            }
+            CloseClass::Retry => {}
+        }
+        self.last_close = Some((code, reason));
+        let delay = self.rng.delay_ms(self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        self.conn = Conn::Waiting { at: now + delay };
+    }
+}
+
+fn repeated(offset: u64, out: &mut Vec<Command>) {
+    out.push(note(format!("Ignored a repeated message (offset {offset})")));
+}
+
+fn note(text: impl Into<String>) -> Command {
+    Command::Log(Entry::Note(text.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn notes(commands: &[Command]) -> Vec<String> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Log(Entry::Note(text)) => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The messages shown, as `offset from: text` (with `*` when mine).
+    fn shown(commands: &[Command]) -> Vec<String> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Log(Entry::Message { offset, from, text, mine, .. }) => {
+                    Some(format!("{offset} {from}{}: {text}", if *mine { "*" } else { "" }))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent(commands: &[Command]) -> Vec<String> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Send(text) => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn joined(you: &str, epoch: &str, offset: u64, recovered: bool) -> Input {
+        let (you, epoch) = (you.to_owned(), epoch.to_owned());
+        Input::Frame(Frame::Joined { you, epoch, offset, online: 2, recovered })
+    }
+
+    fn message(offset: u64, from: &str, text: &str) -> Input {
+        let (from, text) = (from.to_owned(), text.to_owned());
+        Input::Frame(Frame::Message { offset, time: 1_700_000_000_000.0, from, text })
+    }
+
+    fn closed(code: u16) -> Input {
+        Input::Closed { code, reason: String::new(), clean: false }
+    }
+
+    fn resume(epoch: &str, offset: u64) -> Option<Resume> {
+        Some(Resume { epoch: epoch.to_owned(), offset })
+    }
+
+    /// A room joined as `me` in epoch `e1` whose history ended at offset 2.
+    fn joined_room() -> Room {
+        let mut room = Room::new(1);
+        room.handle(Input::Start { supported: true }, 0.0);
+        room.handle(Input::Opened, 1.0);
+        room.handle(joined("me", "e1", 2, false), 2.0);
+        room.handle(message(1, "ann", "one"), 3.0);
+        room.handle(message(2, "me", "two"), 3.0);
+        room
+    }
+
+    /// Closes the room's connection and opens it again; returns the path it asked for.
+    fn reconnect(room: &mut Room, at: f64) -> String {
+        room.handle(closed(close::GOING_AWAY), at);
+        let out = room.handle(Input::Visible, at + 1.0);
+        let [Command::Open(path)] = &out[..] else { panic!("{out:?}") };
+        room.handle(Input::Opened, at + 2.0);
+        path.clone()
+    }
+
+    #[test]
+    fn joining_shows_the_history_in_order_and_marks_yours() {
+        let mut room = Room::new(1);
+        assert_eq!(
+            room.handle(Input::Start { supported: true }, 0.0),
+            [Command::Open("/ws/room".to_owned())]
+        );
+        room.handle(Input::Opened, 1.0);
+        assert_eq!(room.status(), Status::Connecting, "open, but not joined yet");
+        let mut out = room.handle(joined("me", "e1", 2, false), 2.0);
+        out.extend(room.handle(message(1, "ann", "one"), 3.0));
+        out.extend(room.handle(message(2, "me", "two"), 3.0));
+        assert_eq!(notes(&out), ["Joined the room as me"]);
+        assert_eq!(shown(&out), ["1 ann: one", "2 me*: two"]);
+        assert_eq!(room.status(), Status::Open);
+        let view = room.view(3.0);
+        assert_eq!(view.status_text, "Open");
+        assert_eq!(view.presence, "2 online · you are me");
+        assert_eq!(room.resume(), resume("e1", 2).as_ref());
+    }
+
+    #[test]
+    fn live_messages_move_the_resume_point_and_presence_the_count() {
+        let mut room = joined_room();
+        let out = room.handle(message(3, "bob", "hi"), 10.0);
+        assert_eq!(shown(&out), ["3 bob: hi"]);
+        assert_eq!(room.resume(), resume("e1", 3).as_ref());
+        room.handle(Input::Frame(Frame::Presence { online: 5 }), 11.0);
+        assert!(room.view(11.0).presence.starts_with("5 online"));
+        // Times pass through as milliseconds; the page formats them.
+        let out = room.handle(message(4, "bob", "x"), 12.0);
+        assert!(matches!(&out[0], Command::Log(Entry::Message { time_ms: 1_700_000_000_000, .. })));
+    }
+
+    #[test]
+    fn your_message_is_sent_once_and_acknowledged_by_coming_back() {
+        let mut room = joined_room();
+        let out = room.handle(Input::Compose("hello".into()), 10.0);
+        assert_eq!(sent(&out), ["hello"]);
+        assert!(notes(&out).is_empty(), "shown when the room has it, not before");
+        let out = room.handle(message(3, "me", "hello"), 11.0);
+        assert_eq!(shown(&out), ["3 me*: hello"]);
+        // Acknowledged: a reconnect sends nothing again.
+        let path = reconnect(&mut room, 20.0);
+        assert_eq!(path, "/ws/room?epoch=e1&offset=3");
+        let out = room.handle(joined("me2", "e1", 3, true), 23.0);
+        assert_eq!(notes(&out), [lines::recovered(0)]);
+        assert!(sent(&out).is_empty());
+    }
+
+    #[test]
+    fn a_reconnect_resumes_and_counts_the_recovered_messages() {
+        let mut room = joined_room();
+        let path = reconnect(&mut room, 10.0);
+        assert_eq!(path, "/ws/room?epoch=e1&offset=2");
+        assert_eq!(room.view(12.0).status, Status::Connecting);
+        let mut out = room.handle(joined("me-again", "e1", 5, true), 13.0);
+        assert!(notes(&out).is_empty(), "the count comes once they are all here");
+        for (offset, text) in [(3, "a"), (4, "b"), (5, "c")] {
+            out.extend(room.handle(message(offset, "ann", text), 14.0));
+        }
+        assert_eq!(shown(&out), ["3 ann: a", "4 ann: b", "5 ann: c"]);
+        assert_eq!(notes(&out), ["Reconnected: 3 missed messages recovered"]);
+        assert_eq!(room.resume(), resume("e1", 5).as_ref());
+        assert_eq!(lines::recovered(1), "Reconnected: 1 missed message recovered");
+        // Both names are this page's.
+        let out = room.handle(message(6, "me", "old name"), 15.0);
+        assert_eq!(shown(&out), ["6 me*: old name"]);
+    }
+
+    #[test]
+    fn messages_typed_meanwhile_are_sent_after_the_recovered_ones_and_not_twice() {
+        let mut room = joined_room();
+        room.handle(Input::Compose("in flight".into()), 10.0);
+        room.handle(closed(close::ABNORMAL), 11.0);
+        let out = room.handle(Input::Compose("typed later".into()), 12.0);
+        assert_eq!(notes(&out), ["Message is queued: typed later"]);
+        assert_eq!(room.view(12.0).status_text.rsplit(" · ").next(), Some("2 queued"));
+        room.handle(Input::Visible, 13.0);
+        assert!(sent(&room.handle(Input::Opened, 14.0)).is_empty(), "not before joining");
+        assert!(sent(&room.handle(joined("me", "e1", 3, true), 15.0)).is_empty());
+        // The room had published "in flight" before the drop: it is among the recovered.
+        let out = room.handle(message(3, "me", "in flight"), 16.0);
+        assert_eq!(shown(&out), ["3 me*: in flight"]);
+        assert_eq!(sent(&out), ["typed later"], "only what the room never had");
+        assert_eq!(room.queued(), 0);
+    }
+
+    #[test]
+    fn without_recovery_the_page_says_so_and_sends_what_waited() {
+        // Same epoch, history no longer kept.
+        let mut room = joined_room();
+        room.handle(Input::Compose("unacknowledged".into()), 9.0);
+        reconnect(&mut room, 10.0);
+        let mut out = room.handle(joined("me", "e1", 80, false), 13.0);
+        assert_eq!(notes(&out), [lines::NOT_RECOVERED]);
+        assert_eq!(sent(&out), ["unacknowledged"], "cannot tell: at least once");
+        out = room.handle(message(31, "ann", "recent"), 14.0);
+        assert_eq!(shown(&out), ["31 ann: recent"], "history starts anywhere");
+        assert_eq!(room.resume(), resume("e1", 80).as_ref());
+
+        // A new epoch: the history was reset.
+        let mut room = joined_room();
+        reconnect(&mut room, 10.0);
+        let out = room.handle(joined("me", "e2", 0, false), 13.0);
+        assert_eq!(notes(&out), [lines::RESET]);
+        assert_eq!(room.resume(), resume("e2", 0).as_ref());
+        assert_eq!(shown(&room.handle(message(1, "ann", "new"), 14.0)), ["1 ann: new"]);
+    }
+
+    #[test]
+    fn a_gap_closes_and_reconnects_from_the_last_message() {
+        let mut room = joined_room();
+        let out = room.handle(message(5, "ann", "too far"), 10.0);
+        assert!(shown(&out).is_empty());
+        assert_eq!(
+            notes(&out),
+            ["Messages 3–4 did not arrive: reconnecting to recover them", lines::CLOSED]
+        );
+        assert!(out.contains(&Command::Close(close::NORMAL, lines::GAP_REASON)));
+        assert_eq!(room.status(), Status::Reconnecting);
+        let text = room.view(10.0).status_text;
+        assert!(text.starts_with("Closed (1000 messages went missing), reconnecting in"), "{text}");
+        let Some(at) = room.wake_at(10.0) else { panic!("a wake-up") };
+        assert!(at <= 260.0);
+        assert_eq!(
+            room.handle(Input::Timer, 2_000.0),
+            [Command::Open("/ws/room?epoch=e1&offset=2".to_owned())]
+        );
+        // A close for the socket the page closed itself adds nothing.
+        let mut room = joined_room();
+        room.handle(message(4, "ann", "x"), 10.0);
+        assert!(room.handle(closed(close::NORMAL), 11.0).is_empty());
+    }
+
+    #[test]
+    fn a_gap_during_recovery_is_a_gap_too() {
+        let mut room = joined_room();
+        reconnect(&mut room, 10.0);
+        room.handle(joined("me", "e1", 6, true), 13.0);
+        room.handle(message(3, "ann", "a"), 14.0);
+        let out = room.handle(message(5, "ann", "c"), 14.0);
+        assert_eq!(notes(&out)[0], "Message 4 did not arrive: reconnecting to recover them");
+        assert_eq!(room.resume(), resume("e1", 3).as_ref());
+    }
+
+    #[test]
+    fn duplicates_are_ignored_with_a_line() {
+        let mut room = joined_room();
+        room.handle(message(3, "ann", "once"), 10.0);
+        let out = room.handle(message(3, "ann", "once"), 11.0);
+        assert!(shown(&out).is_empty());
+        assert_eq!(notes(&out), ["Ignored a repeated message (offset 3)"]);
+        assert_eq!(room.status(), Status::Open);
+        // In the history too.
+        let mut room = Room::new(1);
+        room.handle(Input::Start { supported: true }, 0.0);
+        room.handle(Input::Opened, 1.0);
+        room.handle(joined("me", "e1", 9, false), 2.0);
+        room.handle(message(8, "ann", "a"), 3.0);
+        assert!(shown(&room.handle(message(8, "ann", "a"), 3.0)).is_empty());
+        assert_eq!(shown(&room.handle(message(9, "ann", "b"), 3.0)).len(), 1);
+        assert_eq!(shown(&room.handle(message(10, "ann", "live"), 3.0)).len(), 1);
+    }
+
+    #[test]
+    fn a_refusal_answers_the_oldest_unacknowledged_message() {
+        let mut room = joined_room();
+        room.handle(Input::Compose("first".into()), 10.0);
+        room.handle(Input::Compose("second".into()), 10.0);
+        let refused = Frame::Refused { reason: wire::room::REFUSED_RATE.to_owned() };
+        let out = room.handle(Input::Frame(refused.clone()), 11.0);
+        assert_eq!(
+            notes(&out),
+            [format!("Message is not sent ({}): first", wire::room::REFUSED_RATE)]
+        );
+        assert_eq!(room.status(), Status::Open, "the connection stays open");
+        room.handle(message(3, "me", "second"), 12.0);
+        // Nothing is left to be sent again.
+        reconnect(&mut room, 20.0);
+        assert!(sent(&room.handle(joined("me", "e1", 3, true), 23.0)).is_empty());
+        let out = room.handle(Input::Frame(refused), 24.0);
+        assert_eq!(
+            notes(&out),
+            [format!("The room refused a message: {}", wire::room::REFUSED_RATE)]
+        );
+    }
+
+    #[test]
+    fn closes_reconnect_with_backoff_like_the_echo() {
+        let mut room = joined_room();
+        for code in [close::GOING_AWAY, wire::room::CLOSE_SLOW, wire::room::CLOSE_RESET] {
+            let out = room.handle(closed(code), 100.0);
+            assert_eq!(
+                notes(&out).len(),
+                usize::from(code == close::GOING_AWAY),
+                "once per outage"
+            );
+            assert_eq!(room.status(), Status::Reconnecting, "{code}");
+            assert_eq!(room.view(100.0).presence, "", "no count while away");
+            let Conn::Waiting { at } = room.conn else { panic!("waiting") };
+            room.handle(Input::Timer, at);
+        }
+        // Offline: no retries until the browser is back online.
+        let mut room = joined_room();
+        room.handle(Input::Online(false), 1.0);
+        room.handle(closed(close::ABNORMAL), 2.0);
+        assert_eq!(room.status(), Status::Offline);
+        assert_eq!(room.wake_at(2.0), None);
+        assert_eq!(room.handle(Input::Online(true), 3.0).len(), 1);
+        // Retrying cannot help: stop.
+        let mut room = joined_room();
+        let out = room.handle(closed(close::POLICY_VIOLATION), 5.0);
+        assert_eq!(notes(&out)[1], "Not reconnecting to the room: the server closed with 1008");
+        assert_eq!(room.status(), Status::Closed);
+        assert!(room.handle(Input::Visible, 6.0).is_empty());
+    }
+
+    #[test]
+    fn the_backoff_grows_with_failed_attempts() {
+        let mut room = joined_room();
+        let mut now = 0.0;
+        let mut delays = Vec::new();
+        room.handle(closed(close::ABNORMAL), now);
+        for _ in 0..5 {
+            let Conn::Waiting { at } = room.conn else { panic!("waiting") };
+            delays.push((at - now).round() as u32);
+            now = at;
+            room.handle(Input::Timer, now);
+            room.handle(closed(close::ABNORMAL), now);
+        }
+        let mut rng = Rng::new(1);
+        let expected: Vec<u32> = (0..5).map(|a| rng.delay_ms(a).round() as u32).collect();
+        assert_eq!(delays, expected);
+    }
+
+    #[test]
+    fn the_size_limit_is_learned_from_a_1009() {
+        let mut room = joined_room();
+        let big = "a".repeat(70 * 1024);
+        assert_eq!(sent(&room.handle(Input::Compose(big.clone()), 10.0)).len(), 1);
+        room.handle(Input::Compose("fine".into()), 10.0);
+        let reason = close::reason_too_big(65_536);
+        let out = room.handle(
+            Input::Closed { code: close::MESSAGE_TOO_BIG, reason: reason.clone(), clean: true },
+            11.0,
+        );
+        let dropped = format!(
+            "Message is dropped, the server refused it (1009 {reason}): {}…",
+            "a".repeat(80)
+        );
+        assert_eq!(notes(&out), [lines::CLOSED, dropped.as_str()]);
+        assert_eq!(room.queued(), 1, "the innocent one stays");
+        let out = room.handle(Input::Compose(big), 12.0);
+        assert_eq!(notes(&out), [over_limit_line(70 * 1024, 65_536)]);
+    }
+
+    #[test]
+    fn without_websocket_nothing_opens() {
+        let mut room = Room::new(1);
+        assert!(room.handle(Input::Start { supported: false }, 0.0).is_empty());
+        assert_eq!(room.status(), Status::Unsupported);
+        assert!(!room.view(0.0).composer_enabled);
+        assert!(room.handle(Input::Compose("x".into()), 1.0).is_empty());
+    }
+
+    #[test]
+    fn unreadable_frames_are_logged_not_fatal() {
+        let mut room = joined_room();
+        let out = room.handle(Input::Unreadable("{\"type\":\"new\"}".into()), 1.0);
+        assert_eq!(notes(&out), ["Unreadable frame from the room: {\"type\":\"new\"}"]);
+        assert_eq!(room.status(), Status::Open);
+    }
+}
