@@ -9,5 +9,6 @@
 mod client;
 mod deploy;
 mod page;
+mod room_page;
 mod support;
 mod tls;
