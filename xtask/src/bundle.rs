@@ -102,12 +102,15 @@ fn bundle_files(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The most the bundle (.wasm + .js, gzip -9) may weigh before `cargo xtask test` fails:
-/// 25 % over the tutorial page's 25,157 bytes, the growth the composer, reconnect and chart
-/// were allowed. Raise it deliberately, with the new size in the README, when a feature is
-/// worth it. What costs bytes here: a `{:?}` of a string (about 4 KB: Debug escaping pulls in
-/// Unicode tables), `format!` inside closures and iterator chains, `sort`, string slicing
-/// (its panic path formats `char`s), a second channel or timer crate.
-pub const GZIP_BUDGET: u64 = 31_446;
+/// the whole page, with the Room view (40,774 bytes when it landed) and, next, the polling
+/// fallback and the Compare view, which share what is left (the echo page alone was held to
+/// 31,446: the tutorial page's 25,157 plus 25 %). A ceiling for planned features, not slack;
+/// the README's "Bundle size" says where the bytes go. Raise it deliberately, with the new size
+/// in the README, when a feature is worth it. What costs bytes here: a `{:?}` of a string
+/// (about 4 KB: Debug escaping pulls in Unicode tables), `format!` inside closures and iterator
+/// chains, `sort`, string slicing (its panic path formats `char`s), a second channel or timer
+/// crate, serde in the wasm (the room decodes with the browser's `JSON.parse`).
+pub const GZIP_BUDGET: u64 = 45_000;
 
 /// Prints each `.wasm` and `.js` file of `dist/` with its raw and `gzip -9` size, and returns
 /// the gzip total.
