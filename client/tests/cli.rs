@@ -1,71 +1,26 @@
-//! The `client` binary against a real server started in-process on port 0: both modes, every
-//! error path as one line with its exit status, and `wss://` through a TLS front made here with
-//! a throwaway CA.
+//! The `client` binary against a real server started in-process on port 0
+//! (`server::testing`): the echo's two modes, `client room`, every error path as one line with
+//! its exit status, and `wss://` through a TLS front made here with a throwaway CA.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use server::testing::{self, TestServer, STEP};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio_tungstenite::tungstenite::Message;
+use wire::room::Frame;
 
-/// Longest any single step of a test may take before it fails instead of hanging.
-const STEP: Duration = Duration::from_secs(10);
-
-/// The real server on `127.0.0.1:0`; dropping it requests shutdown.
-struct TestServer {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl TestServer {
-    fn ws_url(&self) -> String {
-        format!("ws://{}{}", self.addr, wire::WS_PATH)
-    }
-
-    /// Requests shutdown and waits for `run` to return.
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let result = tokio::time::timeout(STEP, task).await.expect("server stops in time");
-            result.expect("server task").expect("server returns Ok");
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Binds first, then spawns: the port accepts connections before this returns.
+/// The real server on `127.0.0.1:0` with the test configuration.
 async fn spawn_app() -> TestServer {
-    let config = server::Config {
-        port: 0,
-        shutdown_grace: Duration::from_secs(5),
-        ..server::Config::default()
-    };
-    let listener = TcpListener::bind(config.addr()).await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(server::run(listener, config, async {
-        let _ = rx.await;
-    }));
-    TestServer { addr, shutdown: Some(tx), task: Some(task) }
+    testing::spawn().await
 }
 
 struct Run {
@@ -97,6 +52,7 @@ fn client_command(args: &[&str]) -> Command {
         .env_remove("CLIENT_URL")
         .env_remove("CLIENT_TIMEOUT")
         .env_remove("CLIENT_CA_FILE")
+        .env_remove("CLIENT_ROOM_URL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -110,7 +66,12 @@ fn spawn_client(args: &[&str]) -> Child {
 
 /// Runs the client to completion with `stdin` as its input.
 async fn client(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = spawn_client(args);
+    run(client_command(args), stdin).await
+}
+
+/// Runs `command` to completion with `stdin` as its input.
+async fn run(mut command: Command, stdin: Option<&str>) -> Run {
+    let mut child = command.spawn().expect("spawn client");
     let mut pipe = child.stdin.take().expect("stdin");
     if let Some(input) = stdin {
         pipe.write_all(input.as_bytes()).await.expect("write stdin");
@@ -158,6 +119,17 @@ async fn stdin_mode_sends_each_line() {
     let run = client(&["--url", &app.ws_url()], Some("one\ntwo\nthree\n")).await;
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     assert_eq!(run.stdout, format!("{}\nONE\nTWO\nTHREE\n", wire::WELCOME));
+}
+
+#[tokio::test]
+async fn a_message_room_is_sent_to_the_echo_after_dashes_or_another_message() {
+    let app = spawn_app().await;
+    let run = client(&["--url", &app.ws_url(), "--", "room"], None).await;
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.stdout, format!("{}\nROOM\n", wire::WELCOME));
+    let run = client(&["--url", &app.ws_url(), "hi", "room"], None).await;
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.stdout, format!("{}\nHI\nROOM\n", wire::WELCOME));
 }
 
 #[tokio::test]
@@ -346,4 +318,302 @@ async fn wss_with_the_right_ca_file_gets_replies_and_without_it_is_not_trusted()
     ]);
     // The system's roots alone do not know a throwaway CA either.
     client(&["--url", &url, "hi"], None).await.assert_one_line_error(&["not trusted", "--ca-file"]);
+}
+
+// --- client room ---
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// The next room frame on `socket`, skipping control frames; fails after STEP or on a close.
+async fn next_frame(socket: &mut Socket) -> Frame {
+    loop {
+        let message = tokio::time::timeout(STEP, socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("stream still open")
+            .expect("no protocol error");
+        match message {
+            Message::Text(text) => return Frame::parse(&text).expect("a room frame"),
+            Message::Close(frame) => panic!("the room closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// A member of the room speaking WebSocket directly, to publish and check what the client
+/// binary does.
+struct Peer {
+    socket: Socket,
+    you: String,
+    epoch: String,
+}
+
+impl Peer {
+    async fn join(app: &TestServer) -> Self {
+        let connecting = tokio_tungstenite::connect_async(app.room_url());
+        let (mut socket, _) =
+            tokio::time::timeout(STEP, connecting).await.expect("in time").expect("connect");
+        match next_frame(&mut socket).await {
+            Frame::Joined { you, epoch, .. } => Self { socket, you, epoch },
+            other => panic!("expected joined first, got {other:?}"),
+        }
+    }
+
+    /// Publishes `text` and returns its offset, once it has come back.
+    async fn say(&mut self, text: &str) -> u64 {
+        self.socket.send(Message::text(text)).await.expect("send");
+        let (offset, from) = self.hear(text).await;
+        assert_eq!(from, self.you);
+        offset
+    }
+
+    /// Waits for a message `text` from anyone: its offset and sender.
+    async fn hear(&mut self, text: &str) -> (u64, String) {
+        loop {
+            if let Frame::Message { offset, from, text: heard, .. } =
+                next_frame(&mut self.socket).await
+            {
+                if heard == text {
+                    return (offset, from);
+                }
+            }
+        }
+    }
+
+    /// The stdout line the client prints for message `offset` of ours.
+    fn line(&self, offset: u64, text: &str) -> String {
+        format!("{offset} {}: {text}", self.you)
+    }
+}
+
+/// The name and epoch in a `client: joined as NAME (epoch E, …` line.
+fn parse_joined(line: &str) -> Option<(String, String)> {
+    let rest = line.strip_prefix("client: joined as ")?;
+    let (name, rest) = rest.split_once(" (epoch ")?;
+    let (epoch, _) = rest.split_once(',')?;
+    Some((name.to_owned(), epoch.to_owned()))
+}
+
+/// `client room` running with its standard streams in the test's hands.
+struct RoomClient {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stderr: Lines<BufReader<ChildStderr>>,
+    /// Its name in the room and the room's epoch, from its `joined` line.
+    name: String,
+    epoch: String,
+}
+
+impl RoomClient {
+    /// Starts `client room ARGS` and waits for its `joined` line on stderr.
+    async fn start(args: &[&str]) -> Self {
+        let mut child = spawn_client(&[&["room"], args].concat());
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let line = next_line(&mut stderr).await.expect("a joined line");
+        let (name, epoch) = parse_joined(&line).unwrap_or_else(|| panic!("not joined: {line}"));
+        Self { child, stdout, stderr, name, epoch }
+    }
+
+    /// The next line on stdout.
+    async fn line(&mut self) -> String {
+        next_line(&mut self.stdout).await.expect("another stdout line")
+    }
+
+    /// Writes `text` and a newline to its standard input.
+    async fn type_line(&mut self, text: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin open");
+        stdin.write_all(format!("{text}\n").as_bytes()).await.expect("write stdin");
+    }
+
+    /// The line the client prints for message `offset` of its own.
+    fn own(&self, offset: u64, text: &str) -> String {
+        format!("{offset} {}: {text}", self.name)
+    }
+
+    /// Ends its input and waits for it to exit: its status and the rest of its output.
+    async fn finish(mut self) -> Run {
+        drop(self.child.stdin.take());
+        let rest = async {
+            let mut stdout = String::new();
+            while let Some(line) = self.stdout.next_line().await.expect("read stdout") {
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+            let mut stderr = String::new();
+            while let Some(line) = self.stderr.next_line().await.expect("read stderr") {
+                stderr.push_str(&line);
+                stderr.push('\n');
+            }
+            let status = self.child.wait().await.expect("wait");
+            Run { code: status.code(), stdout, stderr }
+        };
+        tokio::time::timeout(STEP, rest).await.expect("the client exits in time")
+    }
+}
+
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Lines<R>) -> Option<String> {
+    tokio::time::timeout(STEP, lines.next_line()).await.expect("a line in time").expect("read")
+}
+
+/// Asserts the run ended well: status 0 and no error line.
+fn assert_success(run: &Run) {
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert!(!run.stderr.contains("error"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn room_prints_history_then_live_messages_as_offset_from_text() {
+    let app = spawn_app().await;
+    let mut peer = Peer::join(&app).await;
+    let first = peer.say("first").await;
+    let second = peer.say("second, with: a colon").await;
+
+    let mut client = RoomClient::start(&["--url", &app.room_url()]).await;
+    assert_eq!(client.epoch, peer.epoch);
+    assert_eq!(client.line().await, peer.line(first, "first"));
+    assert_eq!(client.line().await, peer.line(second, "second, with: a colon"));
+    let live = peer.say("live\nand on one line").await;
+    assert_eq!(client.line().await, peer.line(live, "live\\nand on one line"));
+
+    let run = client.finish().await;
+    assert_success(&run);
+    assert_eq!(run.stdout, "");
+}
+
+#[tokio::test]
+async fn stdin_lines_are_published_and_the_client_exits_once_they_are_back() {
+    let app = spawn_app().await;
+    let mut peer = Peer::join(&app).await;
+    // The echo's variables do not steer the room; the shared ones apply to both.
+    let mut command = client_command(&["room", "--url", &app.room_url()]);
+    command.env("CLIENT_URL", app.ws_url()).env("CLIENT_TIMEOUT", "5s");
+    let run = run(command, Some("one\n\ntwo\nthree\n")).await;
+    assert_success(&run);
+
+    let first = run.stderr.lines().next().unwrap_or_default();
+    let (name, _) = parse_joined(first).unwrap_or_else(|| panic!("not joined: {}", run.stderr));
+    let mut expected = String::new();
+    for text in ["one", "two", "three"] {
+        let (offset, from) = peer.hear(text).await;
+        assert_eq!(from, name);
+        expected.push_str(&format!("{offset} {name}: {text}\n"));
+    }
+    // Every line of its own came back before it left: all three are on its stdout.
+    assert_eq!(run.stdout, expected);
+}
+
+#[tokio::test]
+async fn two_clients_see_each_others_messages() {
+    let app = spawn_app().await;
+    let mut a = RoomClient::start(&["--url", &app.room_url()]).await;
+    let mut b = RoomClient::start(&["--url", &app.room_url()]).await;
+    assert_ne!(a.name, b.name);
+
+    a.type_line("hello from a").await;
+    let line = a.line().await;
+    assert_eq!(b.line().await, line);
+    let (offset, _) = line.split_once(' ').expect("an offset");
+    assert_eq!(line, a.own(offset.parse().expect("a number"), "hello from a"));
+
+    b.type_line("and from b").await;
+    let line = b.line().await;
+    assert_eq!(a.line().await, line);
+    assert!(line.ends_with(&format!(" {}: and from b", b.name)), "{line}");
+
+    for run in [a.finish().await, b.finish().await] {
+        assert_success(&run);
+        assert_eq!(run.stdout, "");
+    }
+}
+
+#[tokio::test]
+async fn a_resume_prints_only_the_missed_messages() {
+    let app = spawn_app().await;
+    let mut peer = Peer::join(&app).await;
+    peer.say("seen 1").await;
+    let last_seen = peer.say("seen 2").await.to_string();
+    let missed = [peer.say("missed 1").await, peer.say("missed 2").await];
+
+    let args = ["room", "--url", &app.room_url(), "--epoch", &peer.epoch, "--offset", &last_seen];
+    let run = client(&args, Some("")).await;
+    assert_success(&run);
+    let joined = run.stderr.lines().next().unwrap_or_default();
+    assert!(joined.ends_with(", recovered"), "{}", run.stderr);
+    let expected =
+        format!("{}\n{}\n", peer.line(missed[0], "missed 1"), peer.line(missed[1], "missed 2"));
+    assert_eq!(run.stdout, expected);
+
+    // Another epoch cannot be recovered: the recent history instead, and the line says so.
+    let args = ["room", "--url", &app.room_url(), "--epoch", "another-epoch", "--offset", "1"];
+    let run = client(&args, Some("")).await;
+    assert_success(&run);
+    assert!(run.stderr.contains("not recovered"), "{}", run.stderr);
+    assert_eq!(run.stdout.lines().count(), 4, "{}", run.stdout);
+    assert!(run.stdout.ends_with(&expected), "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn a_bad_epoch_is_a_one_line_error_with_the_servers_reason() {
+    let app = spawn_app().await;
+    let args = ["room", "--url", &app.room_url(), "--epoch", "not.an.epoch", "--offset", "1"];
+    let run = client(&args, None).await;
+    let reason = wire::room::QueryError::Epoch.to_string();
+    run.assert_one_line_error(&["cannot connect to", "400", &reason]);
+}
+
+#[tokio::test]
+async fn room_argument_errors_are_one_line_and_exit_2() {
+    let bad: [&[&str]; 6] = [
+        &["room", "--epoch", "e"],
+        &["room", "--offset", "1"],
+        &["room", "--epoch", "e", "--offset", "minus-one"],
+        &["room", "--url", "http://127.0.0.1:1/ws/room"],
+        &["room", "--timeout", "soon"],
+        &["room", "a-message"],
+    ];
+    for args in bad {
+        let run = client(args, None).await;
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.starts_with("client: error:"), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("client room --help"), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stdout, "");
+    }
+    let run = client(&["room", "--epoch", "e"], None).await;
+    assert!(run.stderr.contains("--offset"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn the_room_going_away_is_a_one_line_error() {
+    let app = spawn_app().await;
+    let client = RoomClient::start(&["--url", &app.room_url()]).await;
+    app.stop().await;
+    // Its input is still open when the server leaves; `finish` only collects the outcome.
+    let run = client.finish().await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let errors: Vec<_> = run.stderr.lines().filter(|l| l.starts_with("client: error:")).collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    let code = wire::close::GOING_AWAY.to_string();
+    assert!(errors[0].contains(&code), "{}", run.stderr);
+    assert!(errors[0].contains(wire::close::REASON_SHUTDOWN), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn refused_messages_are_reported_and_not_waited_for() {
+    // Three seconds' worth at the default rate, typed at once: the burst is published, and
+    // most of the rest refused (all of it would need three seconds to be sent).
+    let app = spawn_app().await;
+    let count = 3 * wire::room::DEFAULT_RATE as usize;
+    let input: String = (1..=count).map(|n| format!("{n}\n")).collect();
+    let run = client(&["room", "--url", &app.room_url()], Some(&input)).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let refused = run.stderr.lines().filter(|l| l.starts_with("client: refused: ")).count();
+    assert!(refused >= 1, "{}", run.stderr);
+    assert!(run.stderr.contains(wire::room::REFUSED_RATE), "{}", run.stderr);
+    assert_eq!(run.stdout.lines().count() + refused, count, "{}\n{}", run.stdout, run.stderr);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    let summary =
+        format!("client: error: {refused} of {count} messages were refused and not published");
+    assert_eq!(last, summary);
 }
