@@ -269,8 +269,8 @@ fn new_pki() -> Pki {
 }
 
 /// Terminates TLS on a port of its own and relays the bytes to `backend`, the way nginx in
-/// front of the server does. Returns the `wss://` URL.
-async fn spawn_tls_front(config: Arc<rustls::ServerConfig>, backend: SocketAddr) -> String {
+/// front of the server does. Returns its address.
+async fn spawn_tls_front(config: Arc<rustls::ServerConfig>, backend: SocketAddr) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -284,14 +284,18 @@ async fn spawn_tls_front(config: Arc<rustls::ServerConfig>, backend: SocketAddr)
             });
         }
     });
-    format!("wss://{addr}{}", wire::WS_PATH)
+    addr
 }
 
 #[tokio::test]
 async fn wss_with_the_right_ca_file_gets_replies_and_without_it_is_not_trusted() {
     let app = spawn_app().await;
     let pki = new_pki();
-    let url = spawn_tls_front(Arc::clone(&pki.server), app.addr).await;
+    let url = format!(
+        "wss://{}{}",
+        spawn_tls_front(Arc::clone(&pki.server), app.addr).await,
+        wire::WS_PATH
+    );
 
     let right = temp_file("ca.pem", &pki.ca_pem);
     let args = ["--url", &url, "--ca-file", right.to_str().expect("utf-8"), "Hello, World"];
@@ -616,4 +620,23 @@ async fn refused_messages_are_reported_and_not_waited_for() {
     let summary =
         format!("client: error: {refused} of {count} messages were refused and not published");
     assert_eq!(last, summary);
+}
+
+#[tokio::test]
+async fn room_over_wss_with_the_ca_file() {
+    let app = spawn_app().await;
+    let pki = new_pki();
+    let front = spawn_tls_front(Arc::clone(&pki.server), app.addr).await;
+    let url = format!("wss://{front}{}", wire::room::PATH);
+    let ca = temp_file("ca.pem", &pki.ca_pem);
+    let args = ["room", "--url", &url, "--ca-file", ca.to_str().expect("utf-8")];
+    let run = client(&args, Some("over tls\n")).await;
+    assert_success(&run);
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    assert!(run.stdout.ends_with(": over tls\n"), "{}", run.stdout);
+    client(&["room", "--url", &url, "--timeout", "5s"], Some("")).await.assert_one_line_error(&[
+        "cannot connect to",
+        "not trusted",
+        "--ca-file",
+    ]);
 }
