@@ -24,6 +24,11 @@ impl Snapshot {
     }
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+pub fn process_seconds_of(pid: u32) -> Result<f64> {
+    process_seconds(&format!("/proc/{pid}/stat"))
+}
+
 /// utime + stime of a process (fields 14 and 15 of its `stat`, counted after the command
 /// name, which may contain spaces but ends at the last `)`).
 fn process_seconds(path: &str) -> Result<f64> {
@@ -41,7 +46,7 @@ fn process_seconds(path: &str) -> Result<f64> {
 }
 
 /// The machine's busy CPU time: every `cpu` column of `/proc/stat` but idle and iowait.
-fn machine_busy_seconds() -> Result<f64> {
+pub fn machine_busy_seconds() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
     let line = stat.lines().next().context("/proc/stat is empty")?;
     let columns: Vec<f64> =

@@ -8,6 +8,7 @@
 //! window.
 
 mod cpu;
+mod fanout;
 mod soak;
 
 use std::time::{Duration, Instant};
@@ -27,12 +28,13 @@ const STEP: Duration = Duration::from_secs(10);
 #[derive(Debug, Parser)]
 #[command(name = "bench", about = "Load generator for `cargo xtask bench`.")]
 struct Flags {
-    /// The server's WebSocket URL.
-    #[arg(long)]
-    url: String,
-    /// The server's process id, to read its CPU time and memory.
-    #[arg(long)]
-    server_pid: u32,
+    /// The server's WebSocket URL (fan-out: one per instance, repeated).
+    #[arg(long, required = true)]
+    url: Vec<String>,
+    /// The server's process id, to read its CPU time and memory (fan-out: one per instance,
+    /// in the order of the URLs).
+    #[arg(long, required = true)]
+    server_pid: Vec<u32>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -75,6 +77,23 @@ enum Scenario {
         #[arg(long, default_value_t = 8)]
         sources: u8,
     },
+    /// One publisher sends `messages` at `rate` per second to `subscribers` split over the
+    /// instances (`--url` each); every delivery checked, latency and CPU measured.
+    Fanout {
+        #[arg(long, value_enum)]
+        protocol: fanout::Protocol,
+        /// The Redis the instances share, whose CPU time is reported apart.
+        #[arg(long)]
+        redis_pid: u32,
+        #[arg(long)]
+        subscribers: usize,
+        #[arg(long)]
+        messages: u64,
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+    },
 }
 
 /// What one echo run measured.
@@ -103,27 +122,38 @@ async fn main() -> Result<()> {
     let flags = Flags::parse();
     // The client side holds as many sockets as the server: take the whole fd allowance.
     raise_fd_limit();
+    let (url, server_pid) = (flags.url[0].as_str(), flags.server_pid[0]);
     let line = match flags.scenario {
         Scenario::Echo { connections, pipeline, seconds, size } => {
-            let result =
-                echo(&flags.url, flags.server_pid, connections, pipeline, secs(seconds), size)
-                    .await?;
+            let result = echo(url, server_pid, connections, pipeline, secs(seconds), size).await?;
             serde_json::to_string(&result)?
         }
         Scenario::Handshakes { concurrency, seconds } => {
-            let result =
-                handshakes(&flags.url, flags.server_pid, concurrency, secs(seconds)).await?;
+            let result = handshakes(url, server_pid, concurrency, secs(seconds)).await?;
             serde_json::to_string(&result)?
         }
         Scenario::Idle { connections } => {
-            let result = idle(&flags.url, flags.server_pid, connections).await?;
+            let result = idle(url, server_pid, connections).await?;
             serde_json::to_string(&result)?
         }
         Scenario::Soak { held, seconds, churn, sources } => {
             let plan =
                 soak::Plan { held, churn_for: secs(seconds), churn_at_least: churn, sources };
-            let result = soak::soak(&flags.url, flags.server_pid, plan).await?;
+            let result = soak::soak(url, server_pid, plan).await?;
             serde_json::to_string(&result)?
+        }
+        Scenario::Fanout { protocol, redis_pid, subscribers, messages, rate, size } => {
+            let plan = fanout::Plan {
+                protocol,
+                urls: flags.url,
+                server_pids: flags.server_pid,
+                redis_pid,
+                subscribers,
+                messages,
+                rate,
+                size,
+            };
+            serde_json::to_string(&fanout::fanout(plan).await?)?
         }
     };
     println!("{line}");

@@ -1,8 +1,11 @@
 //! `cargo xtask bench`: our server against the references (the tutorial's Tornado server,
 //! axum with its defaults, fastwebsockets), scenario by scenario, servers interleaved, each
 //! server pinned to one core and the load generator (`bench`) to the other; then a table of
-//! medians, written to `docs/BENCHMARKS.md`. `--smoke` runs one short round and only checks
+//! medians, written to `docs/BENCHMARKS.md`. Then fan-out (`fanout.rs`): our room against
+//! Socket.IO, two instances each on one Redis. `--smoke` runs one short round and only checks
 //! that every server answers every message correctly, so the benchmark cannot rot.
+
+mod fanout;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -55,6 +58,11 @@ pub struct Plan {
     at_fd_limit: bool,
     /// Measure a window again (up to [`REMEASURE`] times) when other processes were busy in it.
     remeasure: bool,
+    /// Fan-out: the subscriber counts, one round each.
+    fanout_subscribers: &'static [usize],
+    /// Fan-out: the publisher's messages per second, and for how long it publishes.
+    fanout_rate: f64,
+    fanout_seconds: f64,
 }
 
 /// How many times a noisy window is measured again; the quietest one counts.
@@ -72,6 +80,9 @@ impl Plan {
         many: 1000,
         at_fd_limit: true,
         remeasure: true,
+        fanout_subscribers: &[1000, 10_000],
+        fanout_rate: 20.0,
+        fanout_seconds: 10.0,
     };
     /// The test command's check: one round of short windows, fewer connections.
     pub const SMOKE: Plan = Plan {
@@ -81,6 +92,9 @@ impl Plan {
         many: 200,
         at_fd_limit: false,
         remeasure: false,
+        fanout_subscribers: &[20],
+        fanout_rate: 500.0,
+        fanout_seconds: 0.1,
     };
 
     /// How many connections "at the fd limit" opens: the hard limit less our server's default
@@ -141,9 +155,27 @@ fn scenarios(plan: Plan) -> Vec<Scenario> {
     ]
 }
 
-/// Builds everything, runs the plan and prints (and, for the full plan, writes) the table.
+/// Builds everything, runs the plan and prints (and, for the full plan, writes) the tables:
+/// the echo scenarios, then fan-out.
 pub fn run(root: &Path, plan: Plan, write_docs: bool) -> Result<()> {
     let (release, pin) = prepare(root)?;
+    echo_scenarios(root, &release, pin, plan, write_docs)?;
+    fanout::run(root, &release, pin, plan, write_docs)
+}
+
+/// `cargo xtask bench --fanout`: only the fan-out part of [`run`].
+pub fn fanout_only(root: &Path, plan: Plan, write_docs: bool) -> Result<()> {
+    let (release, pin) = prepare(root)?;
+    fanout::run(root, &release, pin, plan, write_docs)
+}
+
+fn echo_scenarios(
+    root: &Path,
+    release: &Path,
+    pin: Pinning,
+    plan: Plan,
+    write_docs: bool,
+) -> Result<()> {
     let python = crate::venv::ensure_tornado(root)?;
 
     let scenarios = scenarios(plan);
@@ -157,7 +189,7 @@ pub fn run(root: &Path, plan: Plan, write_docs: bool) -> Result<()> {
                 let which = (i + round) % SERVERS.len();
                 let server = SERVERS[which];
                 let label = format!("round {}: {} on {}", round + 1, scenario.label, server.name());
-                let run = || measure(root, &release, &python, server, scenario, pin);
+                let run = || measure(root, release, &python, server, scenario, pin);
                 // A failed run (a connection reset while opening 10,000) is measured once more
                 // on a fresh server; a second failure fails the benchmark.
                 let mut result = step(&label, run).or_else(|error| {
@@ -376,14 +408,22 @@ fn generate(
     pid: u32,
     args: &[impl AsRef<std::ffi::OsStr>],
 ) -> Result<Value> {
-    let out = pin
-        .command(1, &release.join("bench"))
-        .args(["--url", &format!("ws://{addr}{}", wire::WS_PATH)])
-        .args(["--server-pid", &pid.to_string()])
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("run the load generator")?;
+    generate_against(release, pin, &[(format!("ws://{addr}{}", wire::WS_PATH), pid)], args)
+}
+
+/// [`generate`] against several servers: `(URL, process id)` each.
+fn generate_against(
+    release: &Path,
+    pin: Pinning,
+    servers: &[(String, u32)],
+    args: &[impl AsRef<std::ffi::OsStr>],
+) -> Result<Value> {
+    let mut command = pin.command(1, &release.join("bench"));
+    for (url, pid) in servers {
+        command.args(["--url", url, "--server-pid", &pid.to_string()]);
+    }
+    let out =
+        command.args(args).stderr(Stdio::inherit()).output().context("run the load generator")?;
     if !out.status.success() {
         bail!("the load generator failed ({})", out.status);
     }
@@ -458,11 +498,14 @@ enum Format {
     Thousands,
     Integer,
     Ratio,
+    /// Microseconds shown as milliseconds.
+    Millis,
 }
 
 impl Format {
     fn show(self, value: f64) -> String {
         match self {
+            Format::Millis => format!("{:.1}", value / 1000.0),
             Format::Thousands => format!("{:.1}k", value / 1000.0),
             Format::Integer => format!("{value:.0}"),
             Format::Ratio => format!("{value:.2}"),

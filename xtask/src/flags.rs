@@ -37,10 +37,14 @@ pub enum Command {
     /// docs/BENCHMARKS.md and docs/bench.svg. `--smoke`: one short round that only checks
     /// every reply. `--soak SECONDS`: our server alone, 10,000 connections held while at least
     /// 200,000 churn beside them for at least SECONDS; RSS over time to docs/bench-soak.svg.
+    /// `--fanout`: only the fan-out part (our room against Socket.IO, two instances on one
+    /// Redis each), with `--smoke` its short check.
     Bench {
         #[arg(long, conflicts_with = "soak")]
         smoke: bool,
         #[arg(long, value_name = "SECONDS")]
         soak: Option<u64>,
+        #[arg(long, conflicts_with = "soak")]
+        fanout: bool,
     },
 }

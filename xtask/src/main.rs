@@ -43,12 +43,15 @@ fn run(command: Command) -> Result<()> {
         Command::Build => build(&root),
         Command::Setup { browser } => setup::tools(&root, browser),
         Command::Size => bundle::print_size(&root).map(drop),
-        Command::Bench { smoke, soak } => {
+        Command::Bench { smoke, soak, fanout } => {
             setup::tools(&root, false)?;
             if let Some(seconds) = soak {
                 return bench::soak(&root, seconds);
             }
             let plan = if smoke { bench::Plan::SMOKE } else { bench::Plan::FULL };
+            if fanout {
+                return bench::fanout_only(&root, plan, !smoke);
+            }
             bench::run(&root, plan, !smoke)
         }
     }

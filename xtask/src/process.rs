@@ -130,6 +130,13 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// Starts `command` behind a guard (for children that announce nothing: poll for them).
+    pub fn spawn(command: &mut Command) -> Result<Self> {
+        let line = describe(command);
+        let child = command.spawn().with_context(|| format!("cannot start `{line}`"))?;
+        Ok(Self { child })
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -151,6 +158,24 @@ impl Drop for Guard {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port nothing listens on: bound, read and released.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `127.0.0.1:port` accepts a TCP connection, at most `limit`.
+pub fn wait_for_port(port: u16, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() >= deadline {
+            bail!("nothing accepted connections on {addr} within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// `kill -s SIG -- TARGET` with `sh`'s built-in `kill` (no procps needed). Returns whether it
