@@ -20,11 +20,14 @@ use clap::ValueEnum;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use wire::room::Frame;
 
 use crate::{cpu, Socket, STEP};
 
+/// Each socket's read buffer: a few frames of the sizes sent here.
+const READ_BUFFER: usize = 4096;
 /// How many subscribers complete their handshake at once.
 const CONNECT_BATCH: usize = 200;
 /// The servers count as settled when, over one [`SETTLE_WINDOW`], they and Redis used less
@@ -192,7 +195,11 @@ const EIO_PONG: &str = "3";
 /// Connects and completes the protocol's handshake; returns the socket and, for our room, the
 /// offset the room was at (history frames carry offsets up to it; live ones follow it).
 async fn join(protocol: Protocol, url: &str) -> Result<(Socket, u64)> {
-    let (mut socket, _) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(url))
+    // tungstenite zeroes its whole read buffer (128 KiB by default) before every read: at one
+    // small frame per read that was half of this process's CPU time.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let (mut socket, _) = tokio::time::timeout(STEP, connect)
         .await
         .context("connect in time")?
         .with_context(|| format!("connect to {url}"))?;

@@ -78,13 +78,13 @@ pub(super) fn run(
     setup::redis_server()?;
     let redis = setup::find_redis_server().context("redis-server not found after installing it")?;
     ensure_socketio(root)?;
-    let messages = (plan.fanout_rate * plan.fanout_seconds).round().max(1.0) as u64;
-    let sizes = plan.fanout_subscribers;
+    let messages = |rate: f64| (rate * plan.fanout_seconds).round().max(1.0) as u64;
+    let sizes = plan.fanout;
     let mut remeasured = 0;
     // results[size][peer] = one JSON result per round.
     let mut results: Vec<Vec<Vec<Value>>> = vec![vec![Vec::new(); PEERS.len()]; sizes.len()];
     for round in 0..plan.rounds {
-        for (s, &subscribers) in sizes.iter().enumerate() {
+        for (s, &(subscribers, rate)) in sizes.iter().enumerate() {
             for i in 0..PEERS.len() {
                 let which = (i + round) % PEERS.len();
                 let peer = PEERS[which];
@@ -93,18 +93,8 @@ pub(super) fn run(
                     round + 1,
                     peer.name()
                 );
-                let once = || {
-                    measure(
-                        root,
-                        release,
-                        &redis,
-                        pin,
-                        peer,
-                        subscribers,
-                        messages,
-                        plan.fanout_rate,
-                    )
-                };
+                let once =
+                    || measure(root, release, &redis, pin, peer, subscribers, messages(rate), rate);
                 let mut result = step(&label, once)?;
                 println!("    {}", summary(&result));
                 for _ in 0..REMEASURE {
@@ -133,12 +123,16 @@ pub(super) fn run(
             "{}. Command: `cargo xtask bench` ({} rounds, medians; contenders interleaved; a \
              fresh Redis and two fresh instances for each measurement; both instances and \
              Redis pinned to core 0, the load generator to core 1 with `taskset`; one \
-             publisher at {} messages per second for {} s ({messages} messages of 32 bytes); \
-             {remeasured} noisy measurements taken again).\n\n{table}\n{}",
+             publisher for {} s, {}; 32-byte texts; {remeasured} noisy measurements taken \
+             again).\n\n{table}\n{}",
             machine(),
             plan.rounds,
-            plan.fanout_rate,
             plan.fanout_seconds,
+            sizes
+                .iter()
+                .map(|(n, rate)| format!("{rate} messages per second to {n} subscribers"))
+                .collect::<Vec<_>>()
+                .join(", "),
             targets(&results, sizes)?
         );
         replace_generated(root, "fanout ", &generated)?;
@@ -320,12 +314,12 @@ const ROWS: &[(&str, &str, Format)] = &[
 ];
 
 /// The markdown table of medians, ours as a ratio of Socket.IO.
-fn table(results: &[Vec<Vec<Value>>], sizes: &[usize]) -> Result<String> {
+fn table(results: &[Vec<Vec<Value>>], sizes: &[(usize, f64)]) -> Result<String> {
     let mut out = String::new();
     let names: Vec<&str> = PEERS.iter().map(|p| p.name()).collect();
     writeln!(out, "| | {} | ours ÷ Socket.IO |", names.join(" | "))?;
     writeln!(out, "|---|{}---|", "---|".repeat(PEERS.len()))?;
-    for (s, subscribers) in sizes.iter().enumerate() {
+    for (s, (subscribers, _)) in sizes.iter().enumerate() {
         for (key, label, format) in ROWS {
             let values: Vec<f64> = (0..PEERS.len()).map(|p| median(&results[s][p], key)).collect();
             let shown: Vec<String> = values.iter().map(|v| format.show(*v)).collect();
@@ -356,12 +350,12 @@ fn table(results: &[Vec<Vec<Value>>], sizes: &[usize]) -> Result<String> {
 }
 
 /// The issue's targets, each met or not, with the medians it was judged on.
-fn targets(results: &[Vec<Vec<Value>>], sizes: &[usize]) -> Result<String> {
+fn targets(results: &[Vec<Vec<Value>>], sizes: &[(usize, f64)]) -> Result<String> {
     let mut out = String::new();
     writeln!(out, "| target | subscribers | ours | Socket.IO | |")?;
     writeln!(out, "|---|---|---|---|---|")?;
     let verdict = |met: bool| if met { "met" } else { "**not met**" };
-    for (s, subscribers) in sizes.iter().enumerate() {
+    for (s, (subscribers, _)) in sizes.iter().enumerate() {
         let m = |p: usize, key: &str| median(&results[s][p], key);
         let (ours, theirs) =
             (m(0, "delivered_per_server_cpu_second"), m(1, "delivered_per_server_cpu_second"));
