@@ -45,7 +45,7 @@ pub fn instances_and_bundle(
 }
 
 /// nginx running the recommended plain-HTTP configuration, with `extra` replacements.
-async fn recommended_nginx(
+pub async fn recommended_nginx(
     paths: &Paths,
     name: &str,
     a: SocketAddr,

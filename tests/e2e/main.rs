@@ -10,5 +10,6 @@ mod client;
 mod deploy;
 mod page;
 mod room_page;
+mod room_redis;
 mod support;
 mod tls;

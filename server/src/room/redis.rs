@@ -20,11 +20,10 @@
 //! unavailable"), `room_broker_up` is 0 and `/readyz` names the degraded room, and the follower
 //! reconnects by itself with backoff, then catches up from its last offset.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Script, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -56,7 +55,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_LAST: Duration = Duration::from_secs(2);
 
-/// KEYS: meta, stream. ARGV: candidate epoch, history length, message prefix, rest of the
+/// KEYS: meta, stream. ARGV: a new epoch in case Redis has none (fresh each call: a Redis that
+/// lost its data must not get the old epoch back from the same instance), history length, message prefix, rest of the
 /// message. Returns the offset.
 const PUBLISH: &str = r"
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
@@ -93,13 +93,13 @@ return total
 /// This instance's connection to the shared room.
 pub struct Broker {
     client: redis::Client,
-    commands: ConnectionManager,
-    /// The epoch this instance proposes if Redis has none.
-    candidate: String,
+    /// For publishing and presence; set by the follower while it is connected, so publishing
+    /// works exactly while the room is up (and is refused at once, not after a timeout, while
+    /// it is down).
+    commands: Mutex<Option<MultiplexedConnection>>,
     /// The name this instance reports its presence under.
     instance: String,
     history: usize,
-    up: AtomicBool,
     publish: Script,
     meta: Script,
     presence: Script,
@@ -113,26 +113,15 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// A broker for `url`; connects lazily (the server starts even while Redis is down).
+    /// A broker for `url`; [`Broker::follow`] connects (the server starts even while Redis is
+    /// down).
     pub fn new(url: &RedisUrl, history: usize, metrics: Arc<Metrics>) -> Self {
-        let client = url.client();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(PUBLISH_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(RETRY_LAST);
-        // Only fails for a URL that `RedisUrl` already refused.
-        let commands = client
-            .get_connection_manager_lazy(config)
-            .unwrap_or_else(|error| unreachable!("checked URL: {error}"));
         metrics.room_broker_up.set(0);
         Self {
-            client,
-            commands,
-            candidate: super::new_epoch(),
+            client: url.client(),
+            commands: Mutex::new(None),
             instance: format!("{:016x}", super::random()),
             history,
-            up: AtomicBool::new(false),
             publish: Script::new(PUBLISH),
             meta: Script::new(META),
             presence: Script::new(PRESENCE),
@@ -140,13 +129,22 @@ impl Broker {
         }
     }
 
-    /// Whether the follower is connected to Redis.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+    fn commands(&self) -> Option<MultiplexedConnection> {
+        self.commands.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set_up(&self, up: bool) {
-        if self.up.swap(up, Ordering::AcqRel) != up {
+    /// Whether the follower is connected to Redis.
+    pub fn is_up(&self) -> bool {
+        self.commands.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    fn set_commands(&self, commands: Option<MultiplexedConnection>) {
+        let up = commands.is_some();
+        let was = std::mem::replace(
+            &mut *self.commands.lock().unwrap_or_else(|p| p.into_inner()),
+            commands,
+        );
+        if was.is_some() != up {
             self.metrics.room_broker_up.set(i64::from(up));
             if up {
                 info!("room broker (Redis) connected");
@@ -161,10 +159,10 @@ impl Broker {
     /// Appends one message (everything after its offset, encoded) to the room; the follower of
     /// every instance delivers it. `Err` when Redis does not answer in time.
     pub async fn publish(&self, rest: &str) -> Result<(), ()> {
-        let mut commands = self.commands.clone();
+        let Some(mut commands) = self.commands() else { return Err(()) };
         let mut call = self.publish.prepare_invoke();
         call.key(KEY_META).key(KEY_STREAM);
-        call.arg(&self.candidate).arg(self.history).arg(wire::room::MESSAGE_PREFIX).arg(rest);
+        call.arg(super::new_epoch()).arg(self.history).arg(wire::room::MESSAGE_PREFIX).arg(rest);
         match tokio::time::timeout(PUBLISH_TIMEOUT, call.invoke_async::<u64>(&mut commands)).await {
             Ok(Ok(_offset)) => Ok(()),
             Ok(Err(error)) => {
@@ -180,7 +178,7 @@ impl Broker {
 
     /// Reports `local` members and returns the total over every live instance.
     pub async fn presence(&self, local: usize) -> Option<u32> {
-        let mut commands = self.commands.clone();
+        let mut commands = self.commands()?;
         let mut call = self.presence.prepare_invoke();
         call.key(KEY_PRESENCE).arg(&self.instance).arg(local).arg(PRESENCE_TTL_MS);
         match tokio::time::timeout(PUBLISH_TIMEOUT, call.invoke_async::<u32>(&mut commands)).await {
@@ -202,7 +200,7 @@ impl Broker {
                     Err(error) => error,
                 },
             };
-            self.set_up(false);
+            self.set_commands(None);
             info!(%error, retry_in = ?delay, "room broker (Redis) connection failed");
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -221,16 +219,22 @@ impl Broker {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(block + Duration::from_secs(2)));
+        // Two connections: a blocking XREAD holds its connection until it returns.
         let mut connection =
             self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let commands_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(PUBLISH_TIMEOUT));
+        let commands =
+            self.client.get_multiplexed_async_connection_with_config(&commands_config).await?;
         let (epoch, last): (String, u64) =
-            self.meta.key(KEY_META).arg(&self.candidate).invoke_async(&mut connection).await?;
+            self.meta.key(KEY_META).arg(super::new_epoch()).invoke_async(&mut connection).await?;
         if epoch != hub.epoch() || last < hub.last() {
             let history = self.load_history(&mut connection).await?;
             info!(epoch, last, kept = history.len(), "room history loaded from Redis");
             hub.reset(epoch, history);
         }
-        self.set_up(true);
+        self.set_commands(Some(commands));
         *delay = RETRY_FIRST;
         // Where to read on from: the last offset seen, delivered or not (an entry that does not
         // decode is skipped once, not read again forever).
@@ -252,7 +256,7 @@ impl Broker {
                 let (epoch, _): (String, u64) = self
                     .meta
                     .key(KEY_META)
-                    .arg(&self.candidate)
+                    .arg(super::new_epoch())
                     .invoke_async(&mut connection)
                     .await?;
                 if epoch != hub.epoch() {
