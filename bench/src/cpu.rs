@@ -29,20 +29,28 @@ pub fn process_seconds_of(pid: u32) -> Result<f64> {
     process_seconds(&format!("/proc/{pid}/stat"))
 }
 
-/// utime + stime of a process (fields 14 and 15 of its `stat`, counted after the command
-/// name, which may contain spaces but ends at the last `)`).
+/// CPU seconds process `pid` has used so far in the kernel (system time) alone.
+pub fn system_seconds_of(pid: u32) -> Result<f64> {
+    Ok(user_and_system(&format!("/proc/{pid}/stat"))?.1)
+}
+
 fn process_seconds(path: &str) -> Result<f64> {
+    let (user, system) = user_and_system(path)?;
+    Ok(user + system)
+}
+
+/// utime and stime of a process in seconds (fields 14 and 15 of its `stat`, counted after the
+/// command name, which may contain spaces but ends at the last `)`).
+fn user_and_system(path: &str) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(path).with_context(|| format!("read {path}"))?;
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("stat format")?;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let ticks: f64 = fields
-        .get(11..13)
-        .context("stat fields")?
-        .iter()
-        .map(|f| f.parse::<f64>().unwrap_or(0.0))
-        .sum();
-    Ok(ticks / TICKS_PER_SECOND)
+    let ticks = |i: usize| -> Result<f64> {
+        let field = fields.get(i).context("stat fields")?;
+        Ok(field.parse::<f64>().unwrap_or(0.0) / TICKS_PER_SECOND)
+    };
+    Ok((ticks(11)?, ticks(12)?))
 }
 
 /// The machine's busy CPU time: every `cpu` column of `/proc/stat` but idle and iowait.

@@ -82,6 +82,8 @@ pub struct FanoutResult {
     delivered_per_second: f64,
     /// CPU seconds of every server instance together, during the window.
     server_cpu_seconds: f64,
+    /// The part of `server_cpu_seconds` spent in the kernel (system time).
+    server_system_cpu_seconds: f64,
     delivered_per_server_cpu_second: f64,
     /// CPU seconds of Redis during the window (not in `server_cpu_seconds`).
     redis_cpu_seconds: f64,
@@ -400,6 +402,10 @@ fn cpu_of(pids: &[u32]) -> Result<f64> {
     pids.iter().map(|pid| cpu::process_seconds_of(*pid)).sum()
 }
 
+fn system_cpu_of(pids: &[u32]) -> Result<f64> {
+    pids.iter().map(|pid| cpu::system_seconds_of(*pid)).sum()
+}
+
 fn rss_of(pids: &[u32]) -> Result<u64> {
     pids.iter().map(|pid| cpu::rss_bytes(*pid)).sum()
 }
@@ -456,6 +462,7 @@ pub async fn fanout(plan: Plan) -> Result<FanoutResult> {
     let own_before = cpu::process_seconds_of(std::process::id())?;
     let machine_before = cpu::machine_busy_seconds()?;
     let servers_before = cpu_of(&plan.server_pids)?;
+    let system_before = system_cpu_of(&plan.server_pids)?;
     let redis_before = cpu::process_seconds_of(plan.redis_pid)?;
     let started_us = now_us();
     let (stop_tx, stop) = watch::channel(false);
@@ -487,6 +494,7 @@ pub async fn fanout(plan: Plan) -> Result<FanoutResult> {
     }
     let finished_us = now_us();
     let servers_after = cpu_of(&plan.server_pids)?;
+    let system_after = system_cpu_of(&plan.server_pids)?;
     let redis_after = cpu::process_seconds_of(plan.redis_pid)?;
     let own_after = cpu::process_seconds_of(std::process::id())?;
     let machine_after = cpu::machine_busy_seconds()?;
@@ -508,6 +516,7 @@ pub async fn fanout(plan: Plan) -> Result<FanoutResult> {
         seconds: (finished_us - started_us) as f64 / 1e6,
         expected: plan.subscribers as u64 * messages,
         server_cpu_seconds: servers_after - servers_before,
+        server_system_cpu_seconds: system_after - system_before,
         redis_cpu_seconds: redis_after - redis_before,
         generator_cpu_seconds: own_after - own_before,
         rss_start_bytes,

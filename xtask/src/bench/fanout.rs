@@ -116,6 +116,7 @@ pub(super) fn run(
         }
     }
     let table = table(&results, sizes)?;
+    let busiest = results.iter().flatten().flatten().filter_map(noise).fold(0.0, f64::max);
     println!("{table}");
     let errors: f64 = results.iter().flatten().flatten().map(|r| number(r, "errors")).sum();
     if write_docs {
@@ -124,7 +125,8 @@ pub(super) fn run(
              fresh Redis and two fresh instances for each measurement; both instances and \
              Redis pinned to core 0, the load generator to core 1 with `taskset`; one \
              publisher for {} s, {}; 32-byte texts; {remeasured} noisy measurements taken \
-             again).\n\n{table}\n{}",
+             again; in the measurements kept, other processes used at most {:.0} % of a \
+             core).\n\n{table}\n{}",
             machine(),
             plan.rounds,
             plan.fanout_seconds,
@@ -133,6 +135,7 @@ pub(super) fn run(
                 .map(|(n, rate)| format!("{rate} messages per second to {n} subscribers"))
                 .collect::<Vec<_>>()
                 .join(", "),
+            busiest * 100.0,
             targets(&results, sizes)?
         );
         replace_generated(root, "fanout ", &generated)?;
@@ -301,6 +304,7 @@ const ROWS: &[(&str, &str, Format)] = &[
         Format::Thousands,
     ),
     ("server_cpu_seconds", "server CPU-seconds (both instances)", Format::Ratio),
+    ("server_system_cpu_seconds", "of which in the kernel", Format::Ratio),
     ("redis_cpu_seconds", "Redis CPU-seconds (apart)", Format::Ratio),
     ("latency_p50_us", "latency p50, publish → receipt (ms)", Format::Millis),
     ("latency_p99_us", "latency p99 (ms)", Format::Millis),
