@@ -134,6 +134,11 @@ async fn the_page_as_a_tool(engine: Engine) -> Result<()> {
     assert_eq!(resent, 0, "everything sent before the restart had been answered");
 
     // Disconnect stops reconnecting: not even going online or becoming visible brings it back.
+    // The page's other socket, the room's, reconnects after the restart on its own schedule:
+    // wait until it is back, so the only new connection counted below is the echo's.
+    let room_open =
+        format!("document.getElementById('{}').dataset.status === 'open'", web::room_page::LOG_ID);
+    browser.wait_until("room open again", &room_open, LIMIT).await?;
     let accepted = server.metric("ws_connections_total").await?;
     browser.client.find(Locator::Id(web::page::TOGGLE_ID)).await?.click().await?;
     browser.wait_until("closed", &status_is("closed"), LIMIT).await?;

@@ -1,20 +1,17 @@
 //! The Room view in Chromium and in Firefox: two pages see each other's messages live, yours
-//! marked; a server restart (a new epoch: the embedded engine keeps its history in memory) is
-//! reported as history that could not be recovered; a dropped network path to a server that
-//! kept running is recovered: the page reconnects by itself and shows what it missed.
+//! marked; with the embedded engine a server restart (a new epoch: it keeps its history in
+//! memory) is reported as history that could not be recovered; with two instances on Redis, a
+//! page whose server is killed and started again reconnects by itself and shows what it missed.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use fantoccini::Locator;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use web::room::lines;
 use web::room_page::{INPUT_ID, LOG_ID, PRESENCE_ID};
 
-use crate::support::{free_port, Browser, Engine, Paths, Server};
+use crate::room_redis::{instance, Redis};
+use crate::support::{Browser, Engine, Paths, Server};
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// WebDriver's Enter key.
@@ -124,63 +121,27 @@ async fn room_two_pages_talk_and_a_restart_is_reported_in_firefox() -> Result<()
     two_pages_talk_and_a_restart_is_reported(Engine::Firefox).await
 }
 
-/// A TCP relay in front of the server, on a fixed address, that can be cut (every connection
-/// dropped, the port closed) and started again: a network path that fails while the server,
-/// and the room's history, carry on.
-struct Relay {
-    accept: JoinHandle<()>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Relay {
-    async fn start(listen: SocketAddr, backend: SocketAddr) -> Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
-        let links = Arc::new(Mutex::new(Vec::new()));
-        let held = Arc::clone(&links);
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let link = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(backend).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                if let Ok(mut links) = held.lock() {
-                    links.push(link);
-                }
-            }
-        });
-        Ok(Self { accept, links })
-    }
-
-    /// Drops every connection and stops listening.
-    fn cut(self) {
-        self.accept.abort();
-        if let Ok(mut links) = self.links.lock() {
-            links.drain(..).for_each(|link| link.abort());
-        }
-    }
-}
-
-async fn a_dropped_connection_recovers_what_it_missed(engine: Engine) -> Result<()> {
+async fn a_killed_server_restarted_recovers_what_its_page_missed(engine: Engine) -> Result<()> {
     let paths = Paths::get()?;
-    let server = Server::start(&paths).await?;
-    let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let relay = Relay::start(relay_addr, server.addr).await?;
+    let redis = Redis::start(&paths, &format!("page-{}", engine.name())).await?;
+    let a = instance(&paths, &redis.url(), 0).await?;
+    let a_port = a.addr.port();
+    let b = instance(&paths, &redis.url(), 0).await?;
     let (ann, bob) = (
         Browser::start_engine(&paths, engine).await?,
         Browser::start_engine(&paths, engine).await?,
     );
-    ann.client.goto(&format!("http://{relay_addr}/")).await?;
-    bob.client.goto(&server.url("/")).await?;
+    ann.client.goto(&a.url("/")).await?;
+    bob.client.goto(&b.url("/")).await?;
     for page in [&ann, &bob] {
         page.wait_until("in the room", &status_is("open"), LIMIT).await?;
     }
-    say(&ann, "before the cut").await?;
-    seen(&bob, "before the cut").await?;
-    seen(&ann, "before the cut").await?;
+    say(&ann, "before the kill").await?;
+    seen(&bob, "before the kill").await?;
+    seen(&ann, "before the kill").await?;
 
-    // Ann's path to the server fails; the room carries on without her.
-    relay.cut();
+    // Ann's server is killed; the room carries on without her, on the other instance.
+    drop(a);
     ann.wait_until("reconnecting", &status_is("reconnecting"), LIMIT).await?;
     for text in ["missed one", "missed two"] {
         say(&bob, text).await?;
@@ -189,9 +150,9 @@ async fn a_dropped_connection_recovers_what_it_missed(engine: Engine) -> Result<
     // Typed while away: sent once she is back and caught up.
     say(&ann, "typed while away").await?;
 
-    // The path comes back: ann reconnects by herself, resumes from her last message, and gets
-    // exactly what she missed.
-    let _relay = Relay::start(relay_addr, server.addr).await?;
+    // Her server starts again where the page expects it: she reconnects by herself, resumes
+    // from her last message, and gets exactly what she missed.
+    let _a = instance(&paths, &redis.url(), a_port).await?;
     ann.wait_until("recovered", &format!("{} === 1", notes_js(&lines::recovered(2))), LIMIT)
         .await?;
     seen(&ann, "missed one").await?;
@@ -203,19 +164,26 @@ async fn a_dropped_connection_recovers_what_it_missed(engine: Engine) -> Result<
             "return Array.from(document.querySelectorAll('#{LOG_ID} p.message span'), s => s.textContent);"
         ))
         .await?;
-    assert_eq!(order, ["before the cut", "missed one", "missed two", "typed while away"]);
+    assert_eq!(order, ["before the kill", "missed one", "missed two", "typed while away"]);
+    // The killed instance's member count expires from Redis: presence settles at the two pages.
+    let two =
+        format!("document.getElementById('{PRESENCE_ID}').textContent.startsWith('2 online')");
+    for page in [&ann, &bob] {
+        page.wait_until("two online", &two, LIMIT).await?;
+    }
     ann.screenshot(&paths, "room-recovered").await?;
+    bob.screenshot(&paths, "room-other").await?;
     ann.close().await?;
     bob.close().await?;
     Ok(())
 }
 
 #[tokio::test]
-async fn room_a_dropped_connection_recovers_what_it_missed_in_chromium() -> Result<()> {
-    a_dropped_connection_recovers_what_it_missed(Engine::Chromium).await
+async fn room_a_killed_server_restarted_recovers_what_its_page_missed_in_chromium() -> Result<()> {
+    a_killed_server_restarted_recovers_what_its_page_missed(Engine::Chromium).await
 }
 
 #[tokio::test]
-async fn room_a_dropped_connection_recovers_what_it_missed_in_firefox() -> Result<()> {
-    a_dropped_connection_recovers_what_it_missed(Engine::Firefox).await
+async fn room_a_killed_server_restarted_recovers_what_its_page_missed_in_firefox() -> Result<()> {
+    a_killed_server_restarted_recovers_what_its_page_missed(Engine::Firefox).await
 }

@@ -25,14 +25,14 @@ type Socket =
 
 /// Debian's `redis-server` on a free port, its data in a directory of its own (append-only
 /// file, so a graceful stop keeps it); killed when dropped.
-struct Redis {
+pub struct Redis {
     proc: Option<Proc>,
     port: u16,
     dir: PathBuf,
 }
 
 impl Redis {
-    async fn start(paths: &Paths, name: &str) -> Result<Self> {
+    pub async fn start(paths: &Paths, name: &str) -> Result<Self> {
         let dir = paths.out.join(format!("redis-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -59,7 +59,7 @@ impl Redis {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://{}", self.addr())
     }
 
@@ -137,7 +137,7 @@ impl Drop for Cut {
 }
 
 /// A room server instance on `redis`, with a rate that lets the test publish quickly.
-async fn instance(paths: &Paths, redis: &str, port: u16) -> Result<Server> {
+pub async fn instance(paths: &Paths, redis: &str, port: u16) -> Result<Server> {
     let args = ["--redis-url", redis, "--room-rate", "10000", "--shutdown-grace", "1s"];
     let server = Server::start_on(paths, port, &args).await?;
     server.wait_for_metric("room_broker_up", 1.0, LIMIT).await?;

@@ -101,6 +101,12 @@ impl Hub {
         let (recovered, from) = replay(&state.history, &state.epoch, state.last, resume);
         state.members.insert(id, postbox);
         let online = online(&state);
+        if online != state.announced {
+            // The joiner is told a count the others were not: the next presence round sends
+            // the current one to everybody, whatever it is (else a joiner told a count from a
+            // stale `elsewhere` would keep it when the total settles back at `announced`).
+            state.announced = u32::MAX;
+        }
         let joined = wire::room::joined(you, &state.epoch, state.last, online, recovered);
         let mut frames = Vec::with_capacity(1 + state.history.len() - from);
         frames.push(Utf8Bytes::from(joined));
@@ -249,7 +255,8 @@ mod tests {
             .iter()
             .filter_map(|frame| {
                 let rest = frame.as_str().strip_prefix(wire::room::MESSAGE_PREFIX)?;
-                rest.split(',').next()?.parse().ok()
+                let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+                rest[..digits].parse().ok()
             })
             .collect()
     }
@@ -349,6 +356,17 @@ mod tests {
         let joined = hub.join(2, "g", Some(&resume("e2", 2)));
         assert!(joined.recovered);
         assert_eq!(joined.frames.len(), 1 + 3);
+    }
+
+    #[tokio::test]
+    async fn a_joiner_told_a_stale_count_gets_the_settled_one() {
+        let hub = hub(10);
+        assert_eq!(hub.presence(2), 2); // nobody here yet; two elsewhere
+        let mut member = hub.join(1, "g", None);
+        assert!(member.frames[0].as_str().contains("\"online\":3"));
+        // One of those elsewhere left: the total is back at the last announced 2.
+        assert_eq!(hub.presence(1), 2);
+        assert_eq!(member.mailbox.recv().await.expect("presence"), wire::room::presence(2));
     }
 
     #[tokio::test]
