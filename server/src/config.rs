@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::origin::OriginPattern;
+use crate::origin::{AllowedHost, OriginPattern};
 
 /// How long shutdown waits for open WebSocket connections to finish their close handshake.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -83,6 +83,19 @@ pub struct Config {
     /// derived from the file-descriptor limit, minus headroom for files and listeners.
     #[arg(long, env = "SERVER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+
+    /// Most TCP connections open at once that have not upgraded to a WebSocket (page
+    /// requests, idle kept-alive connections, upgrades not yet answered); more get an
+    /// immediate 503 with `Retry-After` and are closed. Default: a quarter of the
+    /// file-descriptor limit, at most 1024.
+    #[arg(long, env = "SERVER_MAX_HTTP_CONNECTIONS", value_parser = parse_at_least_one)]
+    pub max_http_connections: Option<usize>,
+
+    /// A host name the server answers to (`Host`, and `X-Forwarded-Host` from a proxy), against
+    /// DNS rebinding. Unset: any name. Set: only these names, IP addresses and `localhost`;
+    /// others get 421. Repeat the flag, or separate with commas in the variable.
+    #[arg(long = "allowed-host", env = "SERVER_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<AllowedHost>,
 
     /// Another origin whose pages may open the WebSocket, besides pages of the host the request
     /// was made to: `https://app.example`, a port wildcard `http://127.0.0.1:*`, `null`, or `*`
@@ -187,6 +200,8 @@ impl Default for Config {
             send_timeout: DEFAULT_SEND_TIMEOUT,
             max_message_size: wire::limits::MAX_MESSAGE_BYTES,
             max_connections: None,
+            max_http_connections: None,
+            allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             plain_echo: false,
             room_history: wire::room::DEFAULT_HISTORY,
@@ -316,6 +331,8 @@ mod tests {
         assert_eq!(parsed.max_message_size, default.max_message_size);
         assert_eq!(parsed.max_connections, default.max_connections);
         assert_eq!(parsed.allowed_origins, default.allowed_origins);
+        assert_eq!(parsed.max_http_connections, default.max_http_connections);
+        assert_eq!(parsed.allowed_hosts, default.allowed_hosts);
         assert_eq!(parsed.plain_echo, default.plain_echo);
         assert_eq!(parsed.room_history, default.room_history);
         assert_eq!(parsed.room_rate, default.room_rate);
@@ -343,6 +360,28 @@ mod tests {
             config.allowed_origins,
             vec!["https://a.example".parse().expect("origin"), OriginPattern::Null]
         );
+    }
+
+    #[test]
+    fn hosts_and_the_http_limit_parse() {
+        let config = Config::try_parse_from([
+            "server",
+            "--allowed-host",
+            "App.Example,api.example",
+            "--allowed-host",
+            "other.example",
+            "--max-http-connections",
+            "3",
+        ])
+        .expect("valid");
+        let hosts: Vec<String> = config.allowed_hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, ["app.example", "api.example", "other.example"]);
+        assert_eq!(config.max_http_connections, Some(3));
+        for bad in [&["--allowed-host", "a.example:80"][..], &["--max-http-connections", "0"]] {
+            let err = Config::try_parse_from(std::iter::once("server").chain(bad.iter().copied()))
+                .expect_err("refused");
+            assert!(err.to_string().contains(bad[0]), "{err}");
+        }
     }
 
     #[test]

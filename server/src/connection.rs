@@ -97,12 +97,17 @@ impl Settings {
 }
 
 /// The close code and reason for a read error the peer should hear about; `None` for errors
-/// where the connection is already gone.
+/// where the connection is already gone. tungstenite reports a TCP close without a Close frame
+/// as a protocol error (`ResetWithoutClosingHandshake`); it is no bad message but a dropped
+/// connection (1006), and logged and counted as one.
 pub fn close_for_error(
     error: &tungstenite::Error,
     settings: &Settings,
 ) -> Option<(u16, Utf8Bytes)> {
     match error {
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => None,
         tungstenite::Error::Capacity(_) => {
             Some((close::MESSAGE_TOO_BIG, settings.too_big_reason.clone()))
         }
@@ -432,6 +437,11 @@ async fn bounded(
 ) -> Result<(), SendError> {
     match tokio::time::timeout(limit, write).await {
         Ok(Ok(())) => Ok(()),
+        // The socket's own write deadline (`crate::io`), same duration: the same stall.
+        Ok(Err(tungstenite::Error::Io(error))) if crate::io::is_stalled(&error) => {
+            info!(send_timeout = ?limit, "the peer stopped reading; dropping the connection");
+            Err(SendError::Stalled)
+        }
         Ok(Err(error)) => {
             debug!(%error, "write failed");
             Err(SendError::Socket)
@@ -528,6 +538,21 @@ mod tests {
     fn upper_casing_grows_text_at_most_threefold() {
         let worst = "\u{0390}";
         assert_eq!(wire::reply(worst).len(), MAX_REPLY_GROWTH * worst.len());
+    }
+
+    #[test]
+    fn a_tcp_close_without_a_close_frame_is_no_bad_message() {
+        let settings = Settings::new(&Config::default());
+        let reset = tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        );
+        assert_eq!(close_for_error(&reset, &settings), None);
+        let bad =
+            tungstenite::Error::Protocol(tungstenite::error::ProtocolError::NonZeroReservedBits);
+        assert_eq!(
+            close_for_error(&bad, &settings).map(|(code, _)| code),
+            Some(close::PROTOCOL_ERROR)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod app;
 pub mod assets;
 pub mod config;
 pub mod connection;
+pub mod io;
 pub mod limits;
 pub mod mailbox;
 pub mod metrics;
@@ -23,6 +24,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
 use hyper::body::Incoming;
@@ -32,14 +35,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Span};
 
 pub use config::Config;
 
-use crate::limits::Slots;
+use crate::io::WriteDeadline;
+use crate::limits::{HttpSlot, HttpSlots, Slots};
 use crate::metrics::{Metrics, RefusedReason};
-use crate::origin::OriginPolicy;
+use crate::origin::{HostPolicy, OriginPolicy};
 use crate::room::Room;
 use crate::ws::Accepted;
 
@@ -50,7 +55,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub settings: Arc<connection::Settings>,
     pub origins: Arc<OriginPolicy>,
+    pub hosts: Arc<HostPolicy>,
     pub slots: Arc<Slots>,
+    pub http_slots: Arc<HttpSlots>,
     pub metrics: Arc<Metrics>,
     pub room: Arc<Room>,
     pub shutdown: CancellationToken,
@@ -63,12 +70,16 @@ impl AppState {
     pub fn new(config: Config) -> Self {
         let metrics = Arc::new(Metrics::new());
         let max = config.max_connections.unwrap_or_else(limits::default_max_connections);
+        let max_http =
+            config.max_http_connections.unwrap_or_else(limits::default_max_http_connections);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         Self {
             settings: Arc::new(connection::Settings::new(&config)),
             origins: Arc::new(OriginPolicy::new(config.allowed_origins.clone())),
+            hosts: Arc::new(HostPolicy::new(config.allowed_hosts.clone())),
             slots: Slots::new(max, Arc::clone(&metrics)),
+            http_slots: HttpSlots::new(max_http),
             room: Room::start(&config, Arc::clone(&metrics), &shutdown, &tracker),
             metrics,
             config: Arc::new(config),
@@ -90,9 +101,34 @@ pub fn router(state: AppState) -> Router {
         .route(wire::READYZ_PATH, get(ops::readyz))
         .route(wire::METRICS_PATH, get(ops::metrics))
         .merge(assets::routes(&state.config.assets))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(log_failure))
         .with_state(state)
 }
+
+/// tower-http's default logs every 5xx at ERROR. A 503 is what a peer gets at a limit, during
+/// shutdown or before the bundle is built: peers cause those at will, and each already has
+/// its own INFO line where it is decided; only the others are an operator's business.
+fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &Span) {
+    match class {
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+            debug!(?latency, "answered 503");
+        }
+        ServerErrorsFailureClass::StatusCode(status) => {
+            error!(%status, ?latency, "request failed");
+        }
+        ServerErrorsFailureClass::Error(error) => error!(%error, ?latency, "request failed"),
+    }
+}
+
+/// What a TCP connection over `--max-http-connections` is sent before it is closed (see
+/// [`limits`]): written straight from the accept loop, without reading the request.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    content-type: text/plain; charset=utf-8\r\n\
+    retry-after: 5\r\n\
+    connection: close\r\n\
+    content-length: 74\r\n\
+    \r\n\
+    the server has --max-http-connections HTTP connections open; retry in 5 s\n";
 
 /// Serves on `listener` until `shutdown` completes; then stops accepting, turns `/readyz` to
 /// 503, sends Close 1001 to every open WebSocket and waits for requests and connections to
@@ -100,7 +136,12 @@ pub fn router(state: AppState) -> Router {
 ///
 /// Connections are served with hyper directly rather than `axum::serve`, which offers no
 /// header-read timeout: here a TCP client that does not complete its request head within
-/// `--handshake-timeout` is dropped (also between requests on a kept-alive connection).
+/// `--handshake-timeout` is dropped (also between requests on a kept-alive connection). Each
+/// connection's request buffer is capped at [`limits::HEAD_LIMIT`] (a longer head gets 431),
+/// which also bounds how far hyper reads ahead into pipelined requests (it answers them one at
+/// a time); writes go through [`WriteDeadline`], so a peer that stops reading a response is
+/// dropped after `--send-timeout`; and TCP connections not upgraded count against
+/// `--max-http-connections`.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -109,9 +150,12 @@ pub async fn run(
     let state = AppState::new(config);
     let app = router(state.clone());
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(state.config.handshake_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.config.handshake_timeout)
+        .max_buf_size(limits::HEAD_LIMIT);
     info!(
         max_connections = state.slots.max(),
+        max_http_connections = state.http_slots.max(),
         ping_interval = ?state.config.ping_interval,
         idle_timeout = ?state.config.idle_timeout,
         "accepting connections"
@@ -129,7 +173,11 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        state.tracker.spawn(serve_http(http.clone(), app.clone(), tcp, peer, state.clone()));
+        let Some(slot) = state.http_slots.try_open() else {
+            refuse_busy(&tcp, peer, &state);
+            continue;
+        };
+        state.tracker.spawn(serve_http(http.clone(), app.clone(), tcp, peer, slot, state.clone()));
     }
 
     // Stop accepting, then let every connection task see the token: HTTP connections finish
@@ -149,12 +197,22 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves one TCP connection's HTTP/1.1 requests, and its upgrade.
+/// Over `--max-http-connections`: [`BUSY_RESPONSE`] if the socket takes it at once (a fresh
+/// socket's send buffer is empty), then close. Nothing is read or allocated.
+fn refuse_busy(tcp: &TcpStream, peer: SocketAddr, state: &AppState) {
+    let _ = tcp.try_write(BUSY_RESPONSE);
+    state.metrics.refused(RefusedReason::Limit);
+    info!(%peer, max_http_connections = state.http_slots.max(), "HTTP connection refused: at the limit");
+}
+
+/// Serves one TCP connection's HTTP/1.1 requests, and its upgrade; `_slot` is its place under
+/// `--max-http-connections`, released when hyper hands the socket over or the connection ends.
 async fn serve_http(
     http: http1::Builder,
     app: Router,
     tcp: TcpStream,
     peer: SocketAddr,
+    _slot: HttpSlot,
     state: AppState,
 ) {
     // Replies are small and latency is the point: no Nagle delay.
@@ -162,11 +220,21 @@ async fn serve_http(
         debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
     let accepted = Accepted { peer, at: Instant::now() };
+    let hosts = Arc::clone(&state.hosts);
     let service = hyper::service::service_fn(move |mut request: axum::http::Request<Incoming>| {
+        let host = hosts.check(request.version(), request.headers());
         request.extensions_mut().insert(accepted);
-        app.clone().call(request)
+        let mut app = app.clone();
+        async move {
+            if let Err(refused) = host {
+                info!(%peer, %refused, "request refused for its Host");
+                return Ok((refused.status(), format!("{refused}\n")).into_response());
+            }
+            app.call(request).await
+        }
     });
-    let connection = http.serve_connection(TokioIo::new(tcp), service).with_upgrades();
+    let io = WriteDeadline::new(tcp, state.config.send_timeout);
+    let connection = http.serve_connection(TokioIo::new(io), service).with_upgrades();
     let mut connection = std::pin::pin!(connection);
     let served = tokio::select! {
         served = connection.as_mut() => served,
@@ -176,6 +244,11 @@ async fn serve_http(
         }
     };
     if let Err(error) = served {
+        if stalled(&error) {
+            let send_timeout = state.config.send_timeout;
+            info!(%peer, ?send_timeout, "the peer stopped reading a response; dropping the connection");
+            return;
+        }
         let reason = if error.is_timeout() {
             RefusedReason::Timeout
         } else if error.is_parse() || error.is_parse_too_large() || error.is_incomplete_message() {
@@ -187,6 +260,18 @@ async fn serve_http(
         state.metrics.refused(reason);
         info!(%peer, %error, reason = reason.as_str(), "HTTP connection dropped");
     }
+}
+
+/// Whether hyper's connection ended because [`WriteDeadline`] gave up on a write.
+fn stalled(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(error) = source {
+        if error.downcast_ref::<std::io::Error>().is_some_and(io::is_stalled) {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// After a failed `accept()`: per-connection errors are skipped; anything else (running out

@@ -1,4 +1,5 @@
-//! The origin check against cross-site WebSocket hijacking: which browser pages may open `/ws/`.
+//! The origin check against cross-site WebSocket hijacking: which browser pages may open `/ws/`;
+//! and the `Host` check ([`HostPolicy`]) against malformed requests and DNS rebinding.
 //!
 //! Browsers let any page open a WebSocket to any server, sending the victim's cookies along;
 //! the `Origin` header, which a page cannot forge, is the server's only defence. The policy:
@@ -20,13 +21,29 @@
 //! `X-Forwarded-Host` on a WebSocket handshake nor change `Origin`; a client that can set
 //! headers freely is not a browser and could forge `Origin` too. `Forwarded:` (RFC 7239) is not
 //! read: none of the proxies we document sets it.
+//!
+//! **DNS rebinding** defeats the origin check: a page on `attacker.example` whose name the
+//! attacker re-points at 127.0.0.1 is same-origin with the server as far as the browser knows,
+//! and sends `Host: attacker.example` with a matching `Origin`. Only the host name tells the
+//! request apart, so [`HostPolicy`] checks it on every request (pages, `/metrics`, upgrades):
+//!
+//! 1. An HTTP/1.1 request without `Host`, any request with more than one, or with one that is
+//!    not `host[:port]`, gets 400 (RFC 9112 §3.2).
+//! 2. Without `--allowed-host`, any name is served: every documented setup (a proxy passing
+//!    the public name, `trunk serve`, the page served directly) keeps working unconfigured.
+//! 3. With it, each name in `Host` and in `X-Forwarded-Host` must be listed, be an IP address
+//!    or be `localhost` (or under `.localhost`); anything else gets 421. An IP address or
+//!    `localhost` cannot be a rebinding: a browser sends it only for a page loaded from that
+//!    very address, so health checks by IP and `trunk serve` (which sends `Host: 127.0.0.1`)
+//!    need no entry. `--allowed-host localhost` therefore means "addresses and localhost only".
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::uri::{Authority, Uri};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Version};
 
 /// `X-Forwarded-Host`, set by `trunk serve` and by most reverse proxies.
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
@@ -226,6 +243,105 @@ fn request_hosts(headers: &HeaderMap) -> Vec<String> {
         })
 }
 
+/// One `--allowed-host` value: a host name, lower case, without port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost(String);
+
+/// Why an `--allowed-host` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a host name: expected a name such as `app.example`, without scheme or port")]
+pub struct BadHost(String);
+
+impl FromStr for AllowedHost {
+    type Err = BadHost;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let bad = || BadHost(text.to_owned());
+        let authority: Authority = text.parse().map_err(|_| bad())?;
+        if text.is_empty() || authority.port().is_some() || text.contains('@') {
+            return Err(bad());
+        }
+        Ok(Self(authority.host().to_ascii_lowercase()))
+    }
+}
+
+impl fmt::Display for AllowedHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a request was refused for its `Host` (or `X-Forwarded-Host`); the text is the body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostRefused {
+    #[error("an HTTP/1.1 request must have a Host header (RFC 9112 section 3.2)")]
+    Missing,
+    #[error("a request must have one Host header, not several (RFC 9112 section 3.2)")]
+    Repeated,
+    #[error("the Host header `{0}` is not host[:port]")]
+    Malformed(String),
+    #[error(
+        "this server does not answer to the host name `{0}`; start it with --allowed-host {0} \
+         to allow it"
+    )]
+    NotAllowed(String),
+}
+
+impl HostRefused {
+    /// 400 for a malformed request, 421 (Misdirected Request) for a name not served here.
+    pub fn status(&self) -> axum::http::StatusCode {
+        match self {
+            Self::NotAllowed(_) => axum::http::StatusCode::MISDIRECTED_REQUEST,
+            _ => axum::http::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// The `Host` rules (module docs): well-formed always, one of `--allowed-host` when set.
+#[derive(Debug, Clone, Default)]
+pub struct HostPolicy {
+    allowed: Vec<AllowedHost>,
+}
+
+impl HostPolicy {
+    pub fn new(allowed: Vec<AllowedHost>) -> Self {
+        Self { allowed }
+    }
+
+    /// Accepts or refuses a request by its version and headers.
+    pub fn check(&self, version: Version, headers: &HeaderMap) -> Result<(), HostRefused> {
+        let mut hosts = headers.get_all(HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (_, Some(_)) => return Err(HostRefused::Repeated),
+            (None, None) if version == Version::HTTP_11 => return Err(HostRefused::Missing),
+            (Some(host), None) => {
+                let text =
+                    host.to_str().map_err(|_| HostRefused::Malformed(lossy(host.as_bytes())))?;
+                if text.trim().parse::<Authority>().is_err() || text.contains('@') {
+                    return Err(HostRefused::Malformed(text.to_owned()));
+                }
+            }
+            (None, None) => {}
+        }
+        if self.allowed.is_empty() {
+            return Ok(());
+        }
+        match request_hosts(headers).into_iter().find(|host| !self.allows(host)) {
+            Some(host) => Err(HostRefused::NotAllowed(host)),
+            None => Ok(()),
+        }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        let unbracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        unbracketed.parse::<IpAddr>().is_ok()
+            || host == "localhost"
+            || host.ends_with(".localhost")
+            || self.allowed.iter().any(|allowed| allowed.0 == host)
+    }
+}
+
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -343,6 +459,60 @@ mod tests {
                 "{origin}"
             );
             assert_eq!(policy(&["*"]).check(&request), Ok(()), "`*` turns the check off");
+        }
+    }
+
+    fn hosts(allowed: &[&str]) -> HostPolicy {
+        HostPolicy::new(allowed.iter().map(|h| h.parse().expect("host")).collect())
+    }
+
+    #[test]
+    fn host_must_be_there_once_in_http_1_1() {
+        let any = hosts(&[]);
+        assert_eq!(any.check(Version::HTTP_11, &headers(&[])), Err(HostRefused::Missing));
+        assert_eq!(any.check(Version::HTTP_10, &headers(&[])), Ok(()));
+        let twice = headers(&[("host", "a.example"), ("host", "a.example")]);
+        assert_eq!(any.check(Version::HTTP_11, &twice), Err(HostRefused::Repeated));
+        let bad = headers(&[("host", "a b")]);
+        assert!(matches!(any.check(Version::HTTP_11, &bad), Err(HostRefused::Malformed(_))));
+        let fine = headers(&[("host", "anything.example:8443")]);
+        assert_eq!(any.check(Version::HTTP_11, &fine), Ok(()));
+        assert_eq!(HostRefused::Missing.status(), axum::http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn with_allowed_hosts_only_those_addresses_and_localhost_are_served() {
+        let policy = hosts(&["app.example"]);
+        let check = |pairs: &[(&'static str, &'static str)]| {
+            policy.check(Version::HTTP_11, &headers(pairs))
+        };
+        for host in ["app.example:443", "APP.example", "127.0.0.1:8888", "[::1]:8888", "localhost"]
+        {
+            let request = headers(&[("host", Box::leak(host.to_owned().into_boxed_str()))]);
+            assert_eq!(policy.check(Version::HTTP_11, &request), Ok(()), "{host}");
+        }
+        assert_eq!(check(&[("host", "dev.localhost:8080")]), Ok(()));
+        // DNS rebinding: the attacker's name, pointed at 127.0.0.1.
+        let refused = check(&[("host", "attacker.example:8888")]).expect_err("rebinding");
+        assert_eq!(refused, HostRefused::NotAllowed("attacker.example".into()));
+        assert_eq!(refused.status(), axum::http::StatusCode::MISDIRECTED_REQUEST);
+        assert!(refused.to_string().contains("--allowed-host attacker.example"), "{refused}");
+        // ... also through `trunk serve`, which sends Host: 127.0.0.1 and the browser's host
+        // in X-Forwarded-Host.
+        let through_trunk =
+            check(&[("host", "127.0.0.1"), ("x-forwarded-host", "attacker.example:8080")]);
+        assert!(through_trunk.is_err());
+        assert_eq!(check(&[("host", "127.0.0.1"), ("x-forwarded-host", "localhost:8080")]), Ok(()));
+    }
+
+    #[test]
+    fn allowed_hosts_parse() {
+        assert_eq!(
+            "App.Example".parse::<AllowedHost>().map(|h| h.to_string()),
+            Ok("app.example".into())
+        );
+        for bad in ["", "a.example:80", "https://a.example", "a b", "user@a.example"] {
+            assert!(bad.parse::<AllowedHost>().is_err(), "{bad:?} should be refused");
         }
     }
 

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{info, info_span, Instrument};
 
 use crate::app::App;
 use crate::connection;
@@ -52,7 +52,7 @@ pub enum Refusal {
     NotAnUpgrade,
     #[error("unsupported Sec-WebSocket-Version `{0}`: this server speaks version 13")]
     Version(String),
-    #[error("Sec-WebSocket-Key is missing or is not 16 bytes in base64")]
+    #[error("Sec-WebSocket-Key is missing, repeated, or not 16 bytes in base64")]
     Key,
     #[error("{0}")]
     Query(wire::room::QueryError),
@@ -127,7 +127,8 @@ pub fn check_upgrade(method: &Method, headers: &HeaderMap) -> Result<HeaderValue
             return Err(Refusal::Version(got.unwrap_or_else(|| "(none)".to_owned())));
         }
     }
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or(Refusal::Key)?;
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let (Some(key), None) = (keys.next(), keys.next()) else { return Err(Refusal::Key) };
     if !is_base64_of_16_bytes(key.as_bytes()) {
         return Err(Refusal::Key);
     }
@@ -234,8 +235,10 @@ fn spawn_connection(
         async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
+                // The peer closed before hyper had written the 101 (or shutdown came first):
+                // its doing, nothing for an operator.
                 Err(error) => {
-                    warn!(%error, "WebSocket upgrade failed");
+                    info!(%error, "the connection ended before the upgrade completed");
                     return;
                 }
             };
@@ -309,6 +312,16 @@ mod tests {
                 h.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("short"));
             }),
             StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(Method::GET, &|h| {
+                h.append(
+                    header::SEC_WEBSOCKET_KEY,
+                    HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+                );
+            }),
+            StatusCode::BAD_REQUEST,
+            "a repeated key"
         );
     }
 

@@ -2,6 +2,7 @@
 //! the real `server` binary. One test binary; one module per area.
 
 mod binary;
+mod hardening;
 mod helpers;
 mod http;
 mod keepalive;
