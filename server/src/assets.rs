@@ -11,6 +11,15 @@
 //! instead of a compression: compressing the bundle's `.wasm` on the fly at the same ratio
 //! takes about half a second of CPU (brotli 11) for every visitor (`cargo xtask build` prints
 //! the times), while tower-http's `CompressionLayer` at a cheap level would send a bigger file.
+//!
+//! `Vary: Accept-Encoding`: the same URL yields brotli, gzip or identity bytes, so every answer
+//! from a file says so (200, 206, 304, 412, 416), or a shared cache could keep the brotli copy
+//! of an `immutable` file for a year and hand it to a client that cannot decode it. tower-http
+//! 0.6's `ServeDir` and `ServeFile` set no `Vary` (nothing in `services/fs` does), so
+//! [`vary_encoding`] adds it. A `Range` applies to the bytes sent, i.e. to the compressed file
+//! when one is chosen (its `Content-Range` counts the `.br` file's bytes): that is what a range
+//! of a content-coded representation means (RFC 9110 §14.1), and another reason a cache must
+//! key it by `Accept-Encoding`. The 404 and the "not built" page do not vary.
 
 use std::io::ErrorKind;
 use std::path::Path;
@@ -46,6 +55,7 @@ pub fn routes(dir: &Path) -> Router<AppState> {
         .route("/", get(index))
         .fallback_service(files)
         .layer(middleware::from_fn(cache_control))
+        .layer(middleware::from_fn(vary_encoding))
 }
 
 /// `GET /`: the bundle's `index.html`, read per request so a rebuild needs no restart.
@@ -77,6 +87,28 @@ async fn cache_control(request: Request, next: Next) -> Response {
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
     }
     response
+}
+
+/// Adds `Vary: Accept-Encoding` to each answer whose bytes, or whose validators and ranges,
+/// depend on the negotiated encoding: every status a file can answer with except 404.
+async fn vary_encoding(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if varies_by_encoding(response.status()) {
+        response.headers_mut().append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    response
+}
+
+/// Whether an answer from the file services describes the negotiated file: success (200,
+/// 206), 304 and 412 (decided on that file's `Last-Modified`), 416 (its length).
+pub fn varies_by_encoding(status: StatusCode) -> bool {
+    status.is_success()
+        || matches!(
+            status,
+            StatusCode::NOT_MODIFIED
+                | StatusCode::PRECONDITION_FAILED
+                | StatusCode::RANGE_NOT_SATISFIABLE
+        )
 }
 
 /// The caching policy for a request path: immutable for trunk's hashed assets
@@ -124,6 +156,16 @@ mod tests {
     #[test]
     fn escape_neutralises_markup() {
         assert_eq!(escape("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
+    }
+
+    #[test]
+    fn file_answers_vary_and_missing_ones_do_not() {
+        for status in [200, 206, 304, 412, 416] {
+            assert!(varies_by_encoding(StatusCode::from_u16(status).expect("status")), "{status}");
+        }
+        for status in [404, 405, 500, 503] {
+            assert!(!varies_by_encoding(StatusCode::from_u16(status).expect("status")), "{status}");
+        }
     }
 
     #[test]

@@ -2,6 +2,15 @@
 //!
 //! Names follow Prometheus conventions: counters end in `_total` (the encoder adds it),
 //! durations are in seconds. Every metric is documented in the README.
+//!
+//! **Labels come from fixed sets.** Each label value is an enum or a `&'static str` chosen by a
+//! `match`, never text or a number a peer sent: a label a peer could choose would let it create
+//! series without bound (a client closing with each code from 3000 to 4999 once grew
+//! `/metrics` from 2 KB to 64 KB). A new label a peer can influence gets the same treatment:
+//! map it onto a closed set first, with one value for "anything else". Today's labels:
+//! `ws_closes_total{code}` ([`close_label`]: 18 values), `ws_upgrades_refused_total{reason}`
+//! ([`RefusedReason`]: 4), `room_refused_total{reason}` ([`RoomRefusal`]: 2),
+//! `room_joins_total{outcome}` (3, from [`Metrics::room_joined`]'s `match`).
 
 use std::time::Duration;
 
@@ -12,7 +21,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Why an upgrade (or a would-be upgrade's TCP connection) was turned away.
+/// Why an upgrade (or a would-be upgrade's TCP connection) was turned away. A fixed set: a
+/// peer's request decides which one, never what it says (the header that failed is logged, not
+/// labelled).
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RefusedReason {
     /// 403: the `Origin` is not allowed.
@@ -48,7 +59,7 @@ struct RefusedLabels {
     reason: RefusedReason,
 }
 
-/// Why the room did not publish a message.
+/// Why the room did not publish a message. A fixed set, like every label here.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RoomRefusal {
     /// Over `--room-rate`.
@@ -73,6 +84,8 @@ struct RoomRefusedLabels {
 }
 
 /// How a join went: `fresh` (no resume point), `recovered`, or `lost` (could not be recovered).
+/// `&'static str` from the `match` in [`Metrics::room_joined`] only: the peer's epoch and
+/// offset decide which, and never appear in it.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JoinLabels {
     outcome: &'static str,
@@ -80,7 +93,45 @@ struct JoinLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CloseLabels {
-    code: u16,
+    /// From [`close_label`] only.
+    code: &'static str,
+}
+
+/// The `code` label of `ws_closes_total` for a close code: one of a fixed set of 18, whatever
+/// the peer sent.
+///
+/// - Each code the IANA WebSocket registry names (RFC 6455 §7.4.1 and the registry's
+///   additions 1012-1015), as its number: `1000` to `1003` and `1005` to `1015`; `1005` when
+///   the peer's Close had no code, `1006` when there was no closing handshake at all.
+/// - `registered` for 3000-3999, the range RFC 6455 §7.4.2 leaves to libraries, frameworks
+///   and applications, which register their codes with IANA one by one (3000 Unauthorized,
+///   3003 Forbidden, 3008 Timeout, ...); none of them means anything to this server. (Not
+///   `library`: tungstenite calls 3000-3999 `Iana` and 4000-4999 `Library`.)
+/// - `private` for 4000-4999, private use: whatever a client's own protocol means by them.
+/// - `invalid` for everything else: 0-999, the reserved 1004, the unassigned 1016-2999 and
+///   5000 and above (a peer that sends one is answered with 1002, but the label does not rely
+///   on that).
+pub fn close_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1005 => "1005",
+        1006 => "1006",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1010 => "1010",
+        1011 => "1011",
+        1012 => "1012",
+        1013 => "1013",
+        1014 => "1014",
+        1015 => "1015",
+        3000..=3999 => "registered",
+        4000..=4999 => "private",
+        _ => "invalid",
+    }
 }
 
 /// Every metric the server exports, plus the registry that renders them.
@@ -154,7 +205,8 @@ impl Metrics {
         r.register("ws_pings_sent", "Keepalive pings sent", pings_sent.clone());
         r.register(
             "ws_closes",
-            "Connections ended, by close code (1006: no closing handshake)",
+            "Connections ended, by close code (1006: no closing handshake; registered: 3000-3999; \
+             private: 4000-4999; invalid: any other unregistered code)",
             closes.clone(),
         );
         r.register(
@@ -238,9 +290,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a connection's end under its close code.
+    /// Counts a connection's end under its close code's label ([`close_label`]).
     pub fn closed(&self, code: u16) {
-        self.closes.get_or_create(&CloseLabels { code }).inc();
+        self.closes.get_or_create(&CloseLabels { code: close_label(code) }).inc();
     }
 
     /// Counts an upgrade turned away.
@@ -318,5 +370,45 @@ mod tests {
         assert!(text.contains("ws_closes_total{code=\"1009\"} 1\n"), "{text}");
         assert!(text.contains("ws_upgrades_refused_total{reason=\"origin\"} 1\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn every_close_code_maps_onto_eighteen_labels() {
+        let labels: std::collections::BTreeSet<_> = (0..=u16::MAX).map(close_label).collect();
+        assert_eq!(labels.len(), 18, "{labels:?}");
+        for code in (1000..=1003).chain(1005..=1015) {
+            assert_eq!(close_label(code), code.to_string());
+        }
+        assert_eq!(close_label(wire::close::NO_STATUS), "1005");
+        assert_eq!(close_label(wire::close::ABNORMAL), "1006");
+        for (code, label) in [
+            (3000, "registered"),
+            (3999, "registered"),
+            (4000, "private"),
+            (4999, "private"),
+            (0, "invalid"),
+            (999, "invalid"),
+            (1004, "invalid"),
+            (1016, "invalid"),
+            (2999, "invalid"),
+            (5000, "invalid"),
+            (u16::MAX, "invalid"),
+        ] {
+            assert_eq!(close_label(code), label, "{code}");
+        }
+    }
+
+    #[test]
+    fn two_thousand_registered_and_private_codes_make_two_series() {
+        let metrics = Metrics::new();
+        let before = metrics.render().len();
+        for code in 3000..=4999 {
+            metrics.closed(code);
+        }
+        let text = metrics.render();
+        assert!(text.contains("ws_closes_total{code=\"registered\"} 1000\n"), "{text}");
+        assert!(text.contains("ws_closes_total{code=\"private\"} 1000\n"), "{text}");
+        assert_eq!(text.matches("ws_closes_total{").count(), 2, "{text}");
+        assert!(text.len() < before + 1000, "{} bytes from {before}", text.len());
     }
 }

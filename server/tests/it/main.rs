@@ -2,11 +2,13 @@
 //! the real `server` binary. One test binary; one module per area.
 
 mod binary;
+mod caching;
 mod hardening;
 mod helpers;
 mod http;
 mod keepalive;
 mod limits;
+mod metrics;
 mod origin;
 mod room;
 mod ws;
