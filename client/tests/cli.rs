@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use server::testing::{self, TestServer, STEP};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::{TcpListener, TcpStream};
@@ -257,15 +257,39 @@ fn new_pki() -> Pki {
     let key = KeyPair::generate().expect("server key");
     let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("server params");
     let certificate = params.signed_by(&key, &ca).expect("server certificate");
+    Pki { ca_pem: ca.pem(), server: tls_config(certificate.der().clone(), &key) }
+}
+
+/// A TLS server presenting `certificate` alone, with `key`.
+fn tls_config(certificate: CertificateDer<'static>, key: &KeyPair) -> Arc<rustls::ServerConfig> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
         .with_no_client_auth()
-        .with_single_cert(vec![certificate.der().clone()], key)
+        .with_single_cert(vec![certificate], key)
         .expect("server config");
-    Pki { ca_pem: ca.pem(), server: Arc::new(server) }
+    Arc::new(server)
+}
+
+/// A self-signed certificate for `names` as `openssl req -x509 -addext subjectAltName=...`
+/// makes it by default: `basicConstraints` critical `CA:TRUE`, no key usage, valid from
+/// `not_before` to `not_after`. Its PEM and a TLS server presenting it.
+fn self_signed_ca_true(
+    names: &[&str],
+    not_before: (i32, u8, u8),
+    not_after: (i32, u8, u8),
+) -> (String, Arc<rustls::ServerConfig>) {
+    let names = names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+    let mut params = CertificateParams::new(names).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let key = KeyPair::generate().expect("key");
+    let certificate = params.self_signed(&key).expect("self-signed certificate");
+    (certificate.pem(), tls_config(certificate.der().clone(), &key))
 }
 
 /// Terminates TLS on a port of its own and relays the bytes to `backend`, the way nginx in
@@ -322,6 +346,63 @@ async fn wss_with_the_right_ca_file_gets_replies_and_without_it_is_not_trusted()
     ]);
     // The system's roots alone do not know a throwaway CA either.
     client(&["--url", &url, "hi"], None).await.assert_one_line_error(&["not trusted", "--ca-file"]);
+}
+
+#[tokio::test]
+async fn a_self_signed_ca_true_certificate_in_the_ca_file_is_pinned() {
+    let app = spawn_app().await;
+    let (pem, config) = self_signed_ca_true(&["127.0.0.1"], (2020, 1, 1), (2999, 1, 1));
+    let url = format!("wss://{}{}", spawn_tls_front(config, app.addr).await, wire::WS_PATH);
+
+    // The certificate itself, alone or after an unrelated CA in the same file.
+    let alone = temp_file("self-signed.pem", &pem);
+    let among = temp_file("bundle.pem", &format!("{}{pem}", new_ca("another CA").pem()));
+    for file in [&alone, &among] {
+        let args = ["--url", &url, "--ca-file", file.to_str().expect("utf-8"), "pinned"];
+        let run = client(&args, None).await;
+        assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+        assert_eq!(run.stdout, format!("{}\nPINNED\n", wire::WELCOME));
+    }
+    // Without it, or with another certificate, it is not trusted, and the line says how to pin.
+    let pin = ["not trusted", "CA:TRUE", "pass this very certificate with --ca-file"];
+    client(&["--url", &url, "hi"], None).await.assert_one_line_error(&pin);
+    let (other, _) = self_signed_ca_true(&["127.0.0.1"], (2020, 1, 1), (2999, 1, 1));
+    let other = temp_file("other-self-signed.pem", &other);
+    let args = ["--url", &url, "--ca-file", other.to_str().expect("utf-8"), "hi"];
+    client(&args, None).await.assert_one_line_error(&pin);
+}
+
+#[tokio::test]
+async fn a_pinned_certificate_must_still_name_the_host_and_be_valid_now() {
+    let app = spawn_app().await;
+    for (names, not_before, not_after, needle) in [
+        (&["localhost"][..], (2020, 1, 1), (2999, 1, 1), "not valid for name"),
+        (&["127.0.0.1"][..], (2020, 1, 1), (2021, 1, 1), "expired"),
+        (&["127.0.0.1"][..], (2998, 1, 1), (2999, 1, 1), "not valid yet"),
+    ] {
+        let (pem, config) = self_signed_ca_true(names, not_before, not_after);
+        let url = format!("wss://{}{}", spawn_tls_front(config, app.addr).await, wire::WS_PATH);
+        let file = temp_file("pinned.pem", &pem);
+        let args = ["--url", &url, "--ca-file", file.to_str().expect("utf-8"), "hi"];
+        client(&args, None).await.assert_one_line_error(&["cannot connect to", needle]);
+    }
+}
+
+#[tokio::test]
+async fn a_ca_true_server_certificate_from_a_trusted_ca_is_still_refused() {
+    // Not pinned (only its issuer is in --ca-file): verified as a chain, where a CA
+    // certificate cannot be the server's.
+    let app = spawn_app().await;
+    let ca = new_ca("client test CA");
+    let key = KeyPair::generate().expect("server key");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let certificate = params.signed_by(&key, &ca).expect("certificate");
+    let front = spawn_tls_front(tls_config(certificate.der().clone(), &key), app.addr).await;
+    let url = format!("wss://{front}{}", wire::WS_PATH);
+    let file = temp_file("ca.pem", &ca.pem());
+    let args = ["--url", &url, "--ca-file", file.to_str().expect("utf-8"), "hi"];
+    client(&args, None).await.assert_one_line_error(&["not trusted", "CA:TRUE", "--ca-file"]);
 }
 
 // --- client room ---
