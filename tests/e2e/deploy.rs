@@ -133,6 +133,8 @@ async fn recommended_config_serves_the_page_and_proxies_to_two_instances() -> Re
     let raw = std::fs::metadata(paths.dist.join(&wasm))?.len();
     ensure!((body.len() as u64) < raw, "{} compressed bytes for a {raw}-byte file", body.len());
 
+    check_vary(nginx.addr, &paths.dist, &wasm).await?;
+
     // The page itself is revalidated; health goes to the instances.
     let (head, _) = http_raw(nginx.addr, &request("/", "")).await?;
     assert_eq!(header(&head, "cache-control"), Some("no-cache"), "{head}");
@@ -141,6 +143,65 @@ async fn recommended_config_serves_the_page_and_proxies_to_two_instances() -> Re
     assert_eq!(body, b"ok\n");
     let (head, _) = http_raw(nginx.addr, &request(wire::METRICS_PATH, "")).await?;
     assert!(head.starts_with("HTTP/1.1 404"), "/metrics is not proxied: {head}");
+    Ok(())
+}
+
+/// `Vary: Accept-Encoding` from the shipped `gzip_vary on` on every answer for a file with a
+/// `.gz`: 200 gzipped or not, 304 by `If-None-Match` and by `If-Modified-Since`, and a range.
+/// nginx's `gzip_static` ignores `Range` when it sends the `.gz` (a whole 200); a client that
+/// takes no gzip gets its 206 of the plain file.
+async fn check_vary(nginx: SocketAddr, dist: &Path, wasm: &str) -> Result<()> {
+    let path = format!("/{wasm}");
+    let varies = |head: &str| {
+        header(head, "vary").is_some_and(|vary| {
+            vary.split(',').any(|name| name.trim().eq_ignore_ascii_case("accept-encoding"))
+        })
+    };
+    for (page, accept) in [("/", "gzip"), ("/", "identity"), (&path, "gzip"), (&path, "identity")] {
+        let accept = format!("Accept-Encoding: {accept}\r\n");
+        let (head, _) = http_raw(nginx, &request(page, &accept)).await?;
+        assert!(head.starts_with("HTTP/1.1 200"), "{page} {accept}: {head}");
+        assert!(varies(&head), "{page} {accept}: {head}");
+
+        let etag = header(&head, "etag").context("an ETag")?.to_owned();
+        let modified = header(&head, "last-modified").context("a Last-Modified")?.to_owned();
+        for condition in
+            [format!("If-None-Match: {etag}"), format!("If-Modified-Since: {modified}")]
+        {
+            let extra = format!("{accept}{condition}\r\n");
+            let (head, _) = http_raw(nginx, &request(page, &extra)).await?;
+            assert!(head.starts_with("HTTP/1.1 304"), "{page} {extra}: {head}");
+            assert!(varies(&head), "{page} {extra}: {head}");
+        }
+    }
+    let range = "Range: bytes=0-9\r\n";
+    let (head, body) =
+        http_raw(nginx, &request(&path, &format!("Accept-Encoding: gzip\r\n{range}"))).await?;
+    assert!(head.starts_with("HTTP/1.1 200"), "gzip_static sends the whole .gz: {head}");
+    assert_eq!(header(&head, "content-encoding"), Some("gzip"), "{head}");
+    assert!(body.len() > 10 && varies(&head), "{head}");
+    let (head, body) =
+        http_raw(nginx, &request(&path, &format!("Accept-Encoding: identity\r\n{range}"))).await?;
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    let plain = std::fs::read(dist.join(wasm))?;
+    let content_range = format!("bytes 0-9/{}", plain.len());
+    assert_eq!(header(&head, "content-range"), Some(content_range.as_str()), "{head}");
+    assert_eq!(body, plain[..10]);
+    assert!(varies(&head), "{head}");
+    Ok(())
+}
+
+#[test]
+fn both_shipped_configurations_send_vary() -> Result<()> {
+    let paths = Paths::get()?;
+    for file in ["nginx.conf", "nginx-tls.conf"] {
+        // `shipped` fails if the line is missing.
+        shipped(
+            &paths,
+            file,
+            &[("gzip_static on;", String::new()), ("gzip_vary on;", String::new())],
+        )?;
+    }
     Ok(())
 }
 
