@@ -9,6 +9,7 @@
 
 mod cpu;
 mod fanout;
+mod heads;
 mod soak;
 
 use std::time::{Duration, Instant};
@@ -77,6 +78,17 @@ enum Scenario {
         #[arg(long, default_value_t = 8)]
         sources: u8,
     },
+    /// Holds `connections` plain connections, each having sent `bytes` of a request head it
+    /// never finishes; reports the server's RSS added per connection, and checks that one more
+    /// sending a head of `over` bytes is answered (431 expected; the caller checks).
+    Heads {
+        #[arg(long)]
+        connections: usize,
+        #[arg(long, default_value_t = 16_000)]
+        bytes: usize,
+        #[arg(long, default_value_t = 20_000)]
+        over: usize,
+    },
     /// One publisher sends `messages` at `rate` per second to `subscribers` split over the
     /// instances (`--url` each); every delivery checked, latency and CPU measured.
     Fanout {
@@ -141,6 +153,10 @@ async fn main() -> Result<()> {
                 soak::Plan { held, churn_for: secs(seconds), churn_at_least: churn, sources };
             let result = soak::soak(url, server_pid, plan).await?;
             serde_json::to_string(&result)?
+        }
+        Scenario::Heads { connections, bytes, over } => {
+            let plan = heads::Plan { connections, bytes, over };
+            serde_json::to_string(&heads::heads(url, server_pid, plan).await?)?
         }
         Scenario::Fanout { protocol, redis_pid, subscribers, messages, rate, size } => {
             let plan = fanout::Plan {

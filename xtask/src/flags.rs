@@ -38,7 +38,8 @@ pub enum Command {
     /// every reply. `--soak SECONDS`: our server alone, 10,000 connections held while at least
     /// 200,000 churn beside them for at least SECONDS; RSS over time to docs/bench-soak.svg.
     /// `--fanout`: only the fan-out part (our room against Socket.IO, two instances on one
-    /// Redis each), with `--smoke` its short check.
+    /// Redis each), with `--smoke` its short check. `--heads`: only the half-sent request
+    /// heads (what connections holding an unfinished head cost our server, and the 431).
     Bench {
         #[arg(long, conflicts_with = "soak")]
         smoke: bool,
@@ -46,5 +47,7 @@ pub enum Command {
         soak: Option<u64>,
         #[arg(long, conflicts_with = "soak")]
         fanout: bool,
+        #[arg(long, conflicts_with_all = ["soak", "fanout"])]
+        heads: bool,
     },
 }

@@ -43,7 +43,7 @@ fn run(command: Command) -> Result<()> {
         Command::Build => build(&root),
         Command::Setup { browser } => setup::tools(&root, browser),
         Command::Size => bundle::print_size(&root).map(drop),
-        Command::Bench { smoke, soak, fanout } => {
+        Command::Bench { smoke, soak, fanout, heads } => {
             setup::tools(&root, false)?;
             if let Some(seconds) = soak {
                 return bench::soak(&root, seconds);
@@ -51,6 +51,9 @@ fn run(command: Command) -> Result<()> {
             let plan = if smoke { bench::Plan::SMOKE } else { bench::Plan::FULL };
             if fanout {
                 return bench::fanout_only(&root, plan, !smoke);
+            }
+            if heads {
+                return bench::heads_only(&root, plan, !smoke);
             }
             bench::run(&root, plan, !smoke)
         }
