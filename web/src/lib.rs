@@ -12,6 +12,8 @@
 pub mod backoff;
 pub mod chart;
 pub mod conn;
+mod dom;
+pub mod link;
 pub mod page;
 pub mod room;
 pub mod room_page;

@@ -2,9 +2,11 @@
 //! [`View`](crate::session::View). It decides nothing: the session does.
 
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{Document, Element, HtmlElement, HtmlInputElement};
+use web_sys::{Document, Element, HtmlInputElement};
 
 use crate::chart;
+pub use crate::dom::LOG_LIMIT;
+use crate::dom::{self, find, set_flag};
 use crate::session::{Line, View};
 
 /// The element the log lines go into.
@@ -20,8 +22,6 @@ pub const TOGGLE_ID: &str = "toggle";
 pub const RTT_LINE_ID: &str = "rtt-line";
 pub const RTT_MEDIAN_ID: &str = "rtt-median";
 pub const RTT_CAPTION_ID: &str = "rtt-caption";
-/// Most lines kept in the log; older ones are removed.
-pub const LOG_LIMIT: u32 = 500;
 /// What the toggle button's `data-action` says it will do.
 pub const ACTION_DISCONNECT: &str = "disconnect";
 pub const ACTION_CONNECT: &str = "connect";
@@ -46,7 +46,7 @@ impl Page {
     /// costs the wasm nothing). Nothing from the network or the user ever goes through HTML:
     /// lines and statuses are set as text.
     pub fn find(document: &Document) -> Result<Self, JsValue> {
-        let find = |id: &str| document.get_element_by_id(id).ok_or_else(|| JsValue::from(id));
+        let find = |id| find(document, id);
         Ok(Self {
             document: document.clone(),
             log: find(LOG_ID)?,
@@ -65,33 +65,18 @@ impl Page {
     /// is never parsed as HTML. Past [`LOG_LIMIT`] lines the oldest go; the log follows new
     /// lines unless the reader has scrolled up.
     pub fn append(&self, line: &Line) -> Result<(), JsValue> {
-        let log = &self.log;
-        let at_bottom = log.scroll_top() + log.client_height() + 8 >= log.scroll_height();
         let paragraph = self.document.create_element("p")?;
         paragraph.set_class_name(line.kind.as_str());
         paragraph.set_text_content(Some(&line.text));
         if let Some(rtt) = line.rtt_ms {
             paragraph.set_attribute("data-rtt", &rtt.to_string())?;
         }
-        log.append_child(&paragraph)?;
-        while log.child_element_count() > LOG_LIMIT {
-            match log.first_element_child() {
-                Some(oldest) => oldest.remove(),
-                None => break,
-            }
-        }
-        if at_bottom {
-            log.set_scroll_top(log.scroll_height());
-        }
-        Ok(())
+        dom::append_line(&self.log, &paragraph)
     }
 
     /// Shows the status line, the buttons' state and the round-trip chart.
     pub fn render(&self, view: &View) -> Result<(), JsValue> {
-        if self.status.text_content().as_deref() != Some(&view.status_text) {
-            self.status.set_text_content(Some(&view.status_text));
-        }
-        self.log.set_attribute("data-status", view.status.as_str())?;
+        dom::show_status(&self.status, &self.log, view.status, &view.status_text)?;
         let (action, label) = if view.can_disconnect {
             (ACTION_DISCONNECT, "Disconnect")
         } else {
@@ -130,17 +115,6 @@ impl Page {
 
     /// Takes the composer's text (clearing it) and keeps the focus in the field.
     pub fn take_message(&self) -> String {
-        let text = self.input.value();
-        self.input.set_value("");
-        let _ = self.input.unchecked_ref::<HtmlElement>().focus();
-        text
-    }
-}
-
-fn set_flag(element: &Element, name: &str, on: bool) -> Result<(), JsValue> {
-    if on {
-        element.set_attribute(name, "")
-    } else {
-        element.remove_attribute(name)
+        dom::take_value(&self.input)
     }
 }

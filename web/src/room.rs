@@ -31,10 +31,8 @@ use std::collections::VecDeque;
 use wire::close;
 use wire::room::Resume;
 
-use crate::backoff::{self, Rng};
-use crate::session::{
-    classify, learned_limit, over_limit_line, preview, status_line, CloseClass, Status, QUEUE_LIMIT,
-};
+use crate::link::{Link, Status};
+use crate::session::{classify, learned_limit, over_limit_line, preview, CloseClass, QUEUE_LIMIT};
 
 /// The room's wording; the end-to-end tests assert against these.
 pub mod lines {
@@ -139,15 +137,6 @@ pub struct View {
     pub composer_enabled: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Conn {
-    Idle,
-    Connecting,
-    Open { since: f64 },
-    Waiting { at: f64 },
-    Stopped,
-}
-
 /// Where the messages after `joined` stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -164,14 +153,9 @@ enum Phase {
 /// The room, as this page sees it.
 #[derive(Debug, Clone)]
 pub struct Room {
-    conn: Conn,
+    link: Link,
     phase: Phase,
-    supported: bool,
-    online: bool,
-    attempt: u32,
     close_logged: bool,
-    last_close: Option<(u16, String)>,
-    stopped_because: Option<&'static str>,
     resume: Option<Resume>,
     /// Every name the server gave this page, the current one last.
     names: Vec<String>,
@@ -180,27 +164,20 @@ pub struct Room {
     outbox: VecDeque<String>,
     /// Sent on this connection, not yet back from the room.
     in_flight: VecDeque<String>,
-    rng: Rng,
 }
 
 impl Room {
     pub fn new(seed: u64) -> Self {
         Self {
-            conn: Conn::Idle,
+            link: Link::new(seed),
             phase: Phase::Joining,
-            supported: true,
-            online: true,
-            attempt: 0,
             close_logged: false,
-            last_close: None,
-            stopped_because: None,
             resume: None,
             names: Vec::new(),
             members: None,
             limit: None,
             outbox: VecDeque::new(),
             in_flight: VecDeque::new(),
-            rng: Rng::new(seed),
         }
     }
 
@@ -209,18 +186,15 @@ impl Room {
         let mut out = Vec::new();
         match input {
             Input::Start { supported } => {
-                self.supported = supported;
-                if supported {
+                if self.link.start(supported) {
                     self.open(&mut out);
                 }
             }
             Input::Opened => {
-                self.conn = Conn::Open { since: now };
+                self.link.opened(now);
                 self.phase = Phase::Joining;
             }
-            Input::Frame(frame) if matches!(self.conn, Conn::Open { .. }) => {
-                self.frame(frame, now, &mut out)
-            }
+            Input::Frame(frame) if self.link.is_open() => self.frame(frame, now, &mut out),
             Input::Frame(_) => {}
             Input::Unreadable(text) => {
                 out.push(note(format!("Unreadable frame from the room: {}", preview(&text))))
@@ -228,17 +202,18 @@ impl Room {
             Input::Closed { code, reason, .. } => self.closed(code, reason, now, &mut out),
             Input::Compose(text) => self.compose(text, &mut out),
             Input::Online(online) => {
-                self.online = online;
-                if online {
-                    self.reconnect_now(&mut out);
+                if self.link.on_online(online) {
+                    self.open(&mut out);
                 }
             }
-            Input::Visible => self.reconnect_now(&mut out),
+            Input::Visible => {
+                if self.link.on_visible() {
+                    self.open(&mut out);
+                }
+            }
             Input::Timer => {
-                if let Conn::Waiting { at } = self.conn {
-                    if self.online && now >= at {
-                        self.open(&mut out);
-                    }
+                if self.link.on_timer(now) {
+                    self.open(&mut out);
                 }
             }
         }
@@ -247,46 +222,27 @@ impl Room {
 
     /// When the driver should deliver [`Input::Timer`].
     pub fn wake_at(&self, now: f64) -> Option<f64> {
-        match self.conn {
-            Conn::Waiting { at } if self.online => Some(at.min(now + 250.0)),
-            _ => None,
-        }
+        self.link.wake_at(now)
     }
 
     /// Where the connection is.
     pub fn status(&self) -> Status {
-        match self.conn {
-            _ if !self.supported => Status::Unsupported,
-            Conn::Idle | Conn::Connecting => Status::Connecting,
+        match self.link.status() {
             // Open once joined: before that, nothing can be said about the room.
-            Conn::Open { .. } if self.phase == Phase::Joining => Status::Connecting,
-            Conn::Open { .. } => Status::Open,
-            Conn::Waiting { .. } if !self.online => Status::Offline,
-            Conn::Waiting { .. } => Status::Reconnecting,
-            Conn::Stopped => Status::Closed,
+            Status::Open if self.phase == Phase::Joining => Status::Connecting,
+            status => status,
         }
     }
 
     /// What the page shows at time `now`.
     pub fn view(&self, now: f64) -> View {
         let status = self.status();
-        let at = match self.conn {
-            Conn::Waiting { at } => Some(at),
-            _ => None,
-        };
-        let status_text = status_line(
-            status,
-            at,
-            self.last_close.as_ref(),
-            self.stopped_because,
-            self.outbox.len(),
-            now,
-        );
+        let status_text = self.link.status_line(status, self.outbox.len(), now);
         let presence = match (status, self.members, self.names.last()) {
             (Status::Open, Some(n), Some(you)) => format!("{n} online · you are {you}"),
             _ => String::new(),
         };
-        View { status, status_text, presence, composer_enabled: self.supported }
+        View { status, status_text, presence, composer_enabled: self.link.supported() }
     }
 
     /// The epoch and offset the next connection resumes from.
@@ -299,17 +255,10 @@ impl Room {
         self.outbox.len()
     }
 
+    /// Opens a socket from the resume point (the link has just said to).
     fn open(&mut self, out: &mut Vec<Command>) {
-        self.conn = Conn::Connecting;
         self.phase = Phase::Joining;
-        self.stopped_because = None;
         out.push(Command::Open(wire::room::path_with_resume(self.resume.as_ref())));
-    }
-
-    fn reconnect_now(&mut self, out: &mut Vec<Command>) {
-        if matches!(self.conn, Conn::Waiting { .. }) && self.online {
-            self.open(out);
-        }
     }
 
     fn frame(&mut self, frame: Frame, now: f64, out: &mut Vec<Command>) {
@@ -438,15 +387,15 @@ impl Room {
     }
 
     fn compose(&mut self, text: String, out: &mut Vec<Command>) {
-        if text.is_empty() || !self.supported {
+        if text.is_empty() || !self.link.supported() {
             return;
         }
         if let Some(limit) = self.limit.filter(|limit| text.len() > *limit) {
             out.push(note(over_limit_line(text.len(), limit)));
             return;
         }
-        let joined = matches!(self.conn, Conn::Open { .. })
-            && !matches!(self.phase, Phase::Joining | Phase::CatchUp { .. });
+        let joined =
+            self.link.is_open() && !matches!(self.phase, Phase::Joining | Phase::CatchUp { .. });
         if joined {
             self.send(text, out);
         } else if self.outbox.len() >= QUEUE_LIMIT {
@@ -460,7 +409,7 @@ impl Room {
     }
 
     fn closed(&mut self, code: u16, reason: String, now: f64, out: &mut Vec<Command>) {
-        if matches!(self.conn, Conn::Idle | Conn::Stopped | Conn::Waiting { .. }) {
+        if !self.link.connected() {
             return;
         }
         self.lost(code, reason, now, out);
@@ -472,11 +421,6 @@ impl Room {
             self.close_logged = true;
             out.push(note(lines::CLOSED));
         }
-        if let Conn::Open { since } = self.conn {
-            if now - since >= backoff::STABLE_MS {
-                self.attempt = 0;
-            }
-        }
         self.members = None;
         self.phase = Phase::Joining;
         // Unacknowledged: first in line for the next connection, unless the room has them.
@@ -484,19 +428,18 @@ impl Room {
             self.outbox.push_front(text);
         }
         let shown = if reason.is_empty() { code.to_string() } else { format!("{code} {reason}") };
+        let limit = (code == close::MESSAGE_TOO_BIG).then(|| learned_limit(&reason)).flatten();
+        self.link.closed(code, reason, now);
         match classify(code) {
             CloseClass::Stop => {
                 out.push(note(format!(
                     "Not reconnecting to the room: the server closed with {shown}"
                 )));
-                self.last_close = Some((code, reason));
-                self.conn = Conn::Stopped;
-                self.stopped_because = Some("retrying cannot help");
+                self.link.stop(Some("retrying cannot help"));
                 return;
             }
             CloseClass::BlameMessage => {
-                let limit = (code == close::MESSAGE_TOO_BIG).then(|| learned_limit(&reason));
-                self.limit = limit.flatten().or(self.limit);
+                self.limit = limit.or(self.limit);
                 let mut blamed = VecDeque::new();
                 match self.limit {
                     Some(limit) if self.outbox.iter().any(|m| m.len() > limit) => {
@@ -514,10 +457,7 @@ impl Room {
             }
             CloseClass::Retry => {}
         }
-        self.last_close = Some((code, reason));
-        let delay = self.rng.delay_ms(self.attempt);
-        self.attempt = self.attempt.saturating_add(1);
-        self.conn = Conn::Waiting { at: now + delay };
+        self.link.retry(now);
     }
 }
 
@@ -532,6 +472,7 @@ fn note(text: impl Into<String>) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backoff::Rng;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -806,7 +747,7 @@ mod tests {
             );
             assert_eq!(room.status(), Status::Reconnecting, "{code}");
             assert_eq!(room.view(100.0).presence, "", "no count while away");
-            let Conn::Waiting { at } = room.conn else { panic!("waiting") };
+            let Some(at) = room.link.reconnect_at() else { panic!("waiting") };
             room.handle(Input::Timer, at);
         }
         // Offline: no retries until the browser is back online.
@@ -831,7 +772,7 @@ mod tests {
         let mut delays = Vec::new();
         room.handle(closed(close::ABNORMAL), now);
         for _ in 0..5 {
-            let Conn::Waiting { at } = room.conn else { panic!("waiting") };
+            let Some(at) = room.link.reconnect_at() else { panic!("waiting") };
             delays.push((at - now).round() as u32);
             now = at;
             room.handle(Input::Timer, now);

@@ -2,9 +2,9 @@
 //! line, who is online, and its composer. It decides nothing: [`crate::room`] does.
 
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{Document, Element, HtmlElement, HtmlInputElement};
+use web_sys::{Document, Element, HtmlInputElement};
 
-use crate::page::LOG_LIMIT;
+use crate::dom::{self, find, set_flag, set_text};
 use crate::room::{Entry, View};
 
 /// The room's log, status line, presence line, composer form, field and button.
@@ -30,7 +30,7 @@ pub struct RoomPage {
 impl RoomPage {
     /// Finds the room's controls, which `index.html` declares.
     pub fn find(document: &Document) -> Result<Self, JsValue> {
-        let find = |id: &str| document.get_element_by_id(id).ok_or_else(|| JsValue::from(id));
+        let find = |id| find(document, id);
         Ok(Self {
             document: document.clone(),
             log: find(LOG_ID)?,
@@ -44,11 +44,9 @@ impl RoomPage {
 
     /// Appends an entry: a message as `<p class="message mine" data-offset="7"><time>12:03
     /// </time><b>guest-7f3a</b><span>text</span></p>` (`mine` only for this page's), a note
-    /// as `<p class="note">`. Everything is set as text; the log keeps [`LOG_LIMIT`] lines and
+    /// as `<p class="note">`. Everything is set as text; the log keeps [`LOG_LIMIT`](crate::page::LOG_LIMIT) lines and
     /// follows new ones unless the reader scrolled up.
     pub fn append(&self, entry: &Entry) -> Result<(), JsValue> {
-        let log = &self.log;
-        let at_bottom = log.scroll_top() + log.client_height() + 8 >= log.scroll_height();
         let paragraph = self.document.create_element("p")?;
         match entry {
             Entry::Message { offset, time_ms, from, text, mine } => {
@@ -67,17 +65,7 @@ impl RoomPage {
                 paragraph.set_text_content(Some(text));
             }
         }
-        log.append_child(&paragraph)?;
-        while log.child_element_count() > LOG_LIMIT {
-            match log.first_element_child() {
-                Some(oldest) => oldest.remove(),
-                None => break,
-            }
-        }
-        if at_bottom {
-            log.set_scroll_top(log.scroll_height());
-        }
-        Ok(())
+        dom::append_line(&self.log, &paragraph)
     }
 
     fn child(&self, parent: &Element, tag: &str, text: &str) -> Result<Element, JsValue> {
@@ -89,29 +77,17 @@ impl RoomPage {
 
     /// Shows the status line, who is online, and whether the composer is usable.
     pub fn render(&self, view: &View) -> Result<(), JsValue> {
-        if self.status.text_content().as_deref() != Some(&view.status_text) {
-            self.status.set_text_content(Some(&view.status_text));
-        }
-        self.log.set_attribute("data-status", view.status.as_str())?;
-        if self.presence.text_content().as_deref() != Some(&view.presence) {
-            self.presence.set_text_content(Some(&view.presence));
-        }
+        dom::show_status(&self.status, &self.log, view.status, &view.status_text)?;
+        set_text(&self.presence, &view.presence);
         for control in [self.input.unchecked_ref::<Element>(), &self.send] {
-            if view.composer_enabled {
-                control.remove_attribute("disabled")?;
-            } else {
-                control.set_attribute("disabled", "")?;
-            }
+            set_flag(control, "disabled", !view.composer_enabled)?;
         }
         Ok(())
     }
 
     /// Takes the composer's text (clearing it) and keeps the focus in the field.
     pub fn take_message(&self) -> String {
-        let text = self.input.value();
-        self.input.set_value("");
-        let _ = self.input.unchecked_ref::<HtmlElement>().focus();
-        text
+        dom::take_value(&self.input)
     }
 }
 

@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 
 use wire::close;
 
-use crate::backoff::{self, Rng};
+use crate::link::Link;
+pub use crate::link::Status;
 
 /// The page's wording. The tutorial's lines are its own, exactly; the end-to-end tests assert
 /// against these.
@@ -112,35 +113,6 @@ impl Line {
     }
 }
 
-/// Where the connection is; also the page's `data-status` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Connecting,
-    Open,
-    /// Closed unexpectedly; a reconnect is scheduled.
-    Reconnecting,
-    /// Closed unexpectedly while the browser is offline; reconnects when it is back.
-    Offline,
-    /// Closed, and staying closed: the user asked, or retrying cannot help.
-    Closed,
-    /// The browser has no WebSocket API.
-    Unsupported,
-}
-
-impl Status {
-    /// A stable name, used as the page's `data-status` attribute.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Connecting => "connecting",
-            Status::Open => "open",
-            Status::Reconnecting => "reconnecting",
-            Status::Offline => "offline",
-            Status::Closed => "closed",
-            Status::Unsupported => "unsupported",
-        }
-    }
-}
-
 /// What a close code means for reconnecting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseClass {
@@ -164,23 +136,6 @@ pub fn classify(code: u16) -> CloseClass {
         }
         _ => CloseClass::Retry,
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Conn {
-    /// Before [`Input::Start`], or without WebSocket.
-    Idle,
-    Connecting,
-    Open {
-        since: f64,
-        greeted: bool,
-    },
-    /// Reconnect at `at` (when online).
-    Waiting {
-        at: f64,
-    },
-    /// Not reconnecting until the user presses Connect.
-    Stopped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,22 +170,16 @@ pub struct View {
 /// The conversation.
 #[derive(Debug, Clone)]
 pub struct Session {
-    conn: Conn,
-    supported: bool,
-    online: bool,
-    /// Failed connections in a row since the last stable one.
-    attempt: u32,
+    link: Link,
+    /// The server's greeting came on this connection (the first message is not a reply).
+    greeted: bool,
     greeting_sent: bool,
     /// "Connection is closed ..." was logged since the last open: failed retries add no line.
     close_logged: bool,
     user_closing: bool,
-    last_close: Option<(u16, String)>,
-    /// Why reconnecting stopped, if it stopped for a reason other than the user.
-    stopped_because: Option<String>,
     outbox: VecDeque<Outgoing>,
     in_flight: VecDeque<InFlight>,
     rtts: Vec<u32>,
-    rng: Rng,
     /// The server's message limit, once learned; see [`learned_limit`].
     limit: Option<usize>,
 }
@@ -252,59 +201,18 @@ pub fn over_limit_line(size: usize, limit: usize) -> String {
     format!("Message is not sent: {size} bytes is over the server's limit of {limit} bytes")
 }
 
-/// The status line for `status`, shared by the echo and the room: `Closed (1006),
-/// reconnecting in 3 s`, with ` · 2 queued` when messages wait.
-pub fn status_line(
-    status: Status,
-    reconnect_at: Option<f64>,
-    last_close: Option<&(u16, String)>,
-    stopped_because: Option<&str>,
-    queued: usize,
-    now: f64,
-) -> String {
-    let closed = match last_close {
-        Some((code, reason)) if reason.is_empty() => format!("Closed ({code})"),
-        Some((code, reason)) => format!("Closed ({code} {reason})"),
-        None => "Closed".to_owned(),
-    };
-    let mut text = match (status, reconnect_at) {
-        (Status::Connecting, _) => "Connecting ...".to_owned(),
-        (Status::Open, _) => "Open".to_owned(),
-        (Status::Reconnecting, Some(at)) => {
-            let seconds = ((at - now).max(0.0) / 1000.0).ceil() as u32;
-            format!("{closed}, reconnecting in {seconds} s")
-        }
-        (Status::Offline, _) => format!("{closed}; offline, reconnecting when back online"),
-        (Status::Closed, _) => match stopped_because {
-            Some(why) => format!("{closed}; not reconnecting: {why}"),
-            None => "Disconnected".to_owned(),
-        },
-        (Status::Unsupported, _) => "WebSocket not supported".to_owned(),
-        (Status::Reconnecting, None) => closed,
-    };
-    if queued > 0 {
-        text.push_str(&format!(" · {queued} queued"));
-    }
-    text
-}
-
 impl Session {
     /// A session whose reconnect delays come from `seed`.
     pub fn new(seed: u64) -> Self {
         Self {
-            conn: Conn::Idle,
-            supported: true,
-            online: true,
-            attempt: 0,
+            link: Link::new(seed),
+            greeted: false,
             greeting_sent: false,
             close_logged: false,
             user_closing: false,
-            last_close: None,
-            stopped_because: None,
             outbox: VecDeque::new(),
             in_flight: VecDeque::new(),
             rtts: Vec::new(),
-            rng: Rng::new(seed),
             limit: None,
         }
     }
@@ -314,8 +222,7 @@ impl Session {
         let mut out = Vec::new();
         match input {
             Input::Start { supported } => {
-                self.supported = supported;
-                if supported {
+                if self.link.start(supported) {
                     out.push(log(Kind::System, lines::SUPPORTED));
                     self.open(&mut out);
                 } else {
@@ -325,7 +232,8 @@ impl Session {
             Input::Opened => {
                 out.push(log(Kind::System, lines::OPENED));
                 self.close_logged = false;
-                self.conn = Conn::Open { since: now, greeted: false };
+                self.link.opened(now);
+                self.greeted = false;
                 if !self.greeting_sent {
                     self.greeting_sent = true;
                     let hello =
@@ -343,32 +251,32 @@ impl Session {
             }
             Input::Closed { code, reason, .. } => self.closed(code, reason, now, &mut out),
             Input::Compose(text) => self.compose(text, now, &mut out),
-            Input::Disconnect => match self.conn {
-                Conn::Connecting | Conn::Open { .. } => {
+            Input::Disconnect => {
+                if self.link.connected() {
                     self.user_closing = true;
                     out.push(Command::Close);
+                } else if self.link.waiting() {
+                    self.link.stop(None);
                 }
-                Conn::Waiting { .. } => self.stop(None),
-                Conn::Idle | Conn::Stopped => {}
-            },
+            }
             Input::Connect => {
-                if matches!(self.conn, Conn::Stopped | Conn::Waiting { .. }) && self.supported {
-                    self.attempt = 0;
+                if self.link.connect() {
                     self.open(&mut out);
                 }
             }
             Input::Online(online) => {
-                self.online = online;
-                if online {
-                    self.reconnect_now(&mut out);
+                if self.link.on_online(online) {
+                    self.open(&mut out);
                 }
             }
-            Input::Visible => self.reconnect_now(&mut out),
+            Input::Visible => {
+                if self.link.on_visible() {
+                    self.open(&mut out);
+                }
+            }
             Input::Timer => {
-                if let Conn::Waiting { at } = self.conn {
-                    if self.online && now >= at {
-                        self.open(&mut out);
-                    }
+                if self.link.on_timer(now) {
+                    self.open(&mut out);
                 }
             }
         }
@@ -378,49 +286,24 @@ impl Session {
     /// When the driver should deliver [`Input::Timer`]: the reconnect time, and meanwhile
     /// often enough to count the seconds down.
     pub fn wake_at(&self, now: f64) -> Option<f64> {
-        match self.conn {
-            Conn::Waiting { at } if self.online => Some(at.min(now + 250.0)),
-            _ => None,
-        }
+        self.link.wake_at(now)
     }
 
     /// What the page shows at time `now`.
     pub fn view(&self, now: f64) -> View {
         let status = self.status();
-        let at = match self.conn {
-            Conn::Waiting { at } => Some(at),
-            _ => None,
-        };
-        let status_text = status_line(
-            status,
-            at,
-            self.last_close.as_ref(),
-            self.stopped_because.as_deref(),
-            self.outbox.len(),
-            now,
-        );
         View {
             status,
-            status_text,
-            can_disconnect: matches!(
-                self.conn,
-                Conn::Connecting | Conn::Open { .. } | Conn::Waiting { .. }
-            ),
-            composer_enabled: self.supported,
+            status_text: self.link.status_line(status, self.outbox.len(), now),
+            can_disconnect: self.link.connected() || self.link.waiting(),
+            composer_enabled: self.link.supported(),
             rtts: self.rtts.clone(),
         }
     }
 
     /// Where the connection is.
     pub fn status(&self) -> Status {
-        match self.conn {
-            _ if !self.supported => Status::Unsupported,
-            Conn::Idle | Conn::Connecting => Status::Connecting,
-            Conn::Open { .. } => Status::Open,
-            Conn::Waiting { .. } if !self.online => Status::Offline,
-            Conn::Waiting { .. } => Status::Reconnecting,
-            Conn::Stopped => Status::Closed,
-        }
+        self.link.status()
     }
 
     /// Messages waiting to be sent.
@@ -428,22 +311,10 @@ impl Session {
         self.outbox.len()
     }
 
+    /// Opens a socket (the link has just said to).
     fn open(&mut self, out: &mut Vec<Command>) {
-        self.conn = Conn::Connecting;
         self.user_closing = false;
-        self.stopped_because = None;
         out.push(Command::Open);
-    }
-
-    fn reconnect_now(&mut self, out: &mut Vec<Command>) {
-        if matches!(self.conn, Conn::Waiting { .. }) && self.online {
-            self.open(out);
-        }
-    }
-
-    fn stop(&mut self, why: Option<String>) {
-        self.conn = Conn::Stopped;
-        self.stopped_because = why;
     }
 
     fn send(&mut self, message: Outgoing, now: f64, out: &mut Vec<Command>) {
@@ -461,8 +332,8 @@ impl Session {
 
     fn received(&mut self, text: String, now: f64, out: &mut Vec<Command>) {
         // The first message on each connection is the server's greeting, not a reply.
-        if let Conn::Open { greeted: greeted @ false, .. } = &mut self.conn {
-            *greeted = true;
+        if self.link.is_open() && !self.greeted {
+            self.greeted = true;
             out.push(log(Kind::Received, lines::received(&text)));
             return;
         }
@@ -480,7 +351,7 @@ impl Session {
     }
 
     fn compose(&mut self, text: String, now: f64, out: &mut Vec<Command>) {
-        if text.is_empty() || !self.supported {
+        if text.is_empty() || !self.link.supported() {
             return;
         }
         if let Some(limit) = self.limit.filter(|limit| text.len() > *limit) {
@@ -488,7 +359,7 @@ impl Session {
             return;
         }
         let message = Outgoing { text, resend: false, quiet: false };
-        if matches!(self.conn, Conn::Open { .. }) {
+        if self.link.is_open() {
             self.send(message, now, out);
         } else if self.outbox.len() >= QUEUE_LIMIT {
             let why = "Message is not queued: 100 messages are already waiting";
@@ -500,17 +371,12 @@ impl Session {
     }
 
     fn closed(&mut self, code: u16, reason: String, now: f64, out: &mut Vec<Command>) {
-        if matches!(self.conn, Conn::Idle | Conn::Stopped | Conn::Waiting { .. }) {
+        if !self.link.connected() {
             return;
         }
         if !self.close_logged {
             self.close_logged = true;
             out.push(log(Kind::System, lines::CLOSED));
-        }
-        if let Conn::Open { since, .. } = self.conn {
-            if now - since >= backoff::STABLE_MS {
-                self.attempt = 0;
-            }
         }
         // Sent but never answered: first in line for the next connection, in order.
         for sent in self.in_flight.drain(..).rev() {
@@ -519,24 +385,22 @@ impl Session {
         }
         let class = classify(code);
         let shown = if reason.is_empty() { code.to_string() } else { format!("{code} {reason}") };
-        self.last_close = Some((code, reason));
+        // A 1009 names the limit: the blamed message is the first one over it (and any other
+        // over it would only be refused again). Otherwise: the oldest.
+        let limit = (code == close::MESSAGE_TOO_BIG).then(|| learned_limit(&reason)).flatten();
+        self.link.closed(code, reason, now);
         if self.user_closing {
-            self.stop(None);
+            self.link.stop(None);
             return;
         }
         match class {
             CloseClass::Stop => {
                 let why = format!("Not reconnecting: the server closed with {shown}");
                 out.push(log(Kind::System, why));
-                self.stop(Some("retrying cannot help".to_owned()));
+                self.link.stop(Some("retrying cannot help"));
                 return;
             }
             CloseClass::BlameMessage => {
-                // A 1009 names the limit: the blamed message is the first one over it (and
-                // any other over it would only be refused again). Otherwise: the oldest.
-                let limit = (code == close::MESSAGE_TOO_BIG)
-                    .then(|| self.last_close.as_ref().and_then(|(_, r)| learned_limit(r)))
-                    .flatten();
                 self.limit = limit.or(self.limit);
                 let mut blamed = VecDeque::new();
                 match limit {
@@ -555,9 +419,7 @@ impl Session {
             }
             CloseClass::Retry => {}
         }
-        let delay = self.rng.delay_ms(self.attempt);
-        self.attempt = self.attempt.saturating_add(1);
-        self.conn = Conn::Waiting { at: now + delay };
+        self.link.retry(now);
     }
 }
 
@@ -577,6 +439,7 @@ pub(crate) fn preview(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backoff::{self, Rng};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -700,7 +563,7 @@ mod tests {
         let mut delays = Vec::new();
         session.handle(closed(close::ABNORMAL), now);
         for _ in 0..6 {
-            let Conn::Waiting { at } = session.conn else { panic!("waiting") };
+            let Some(at) = session.link.reconnect_at() else { panic!("waiting") };
             delays.push((at - now).round() as u32);
             now = at;
             assert_eq!(session.handle(Input::Timer, now), [Command::Open]);
@@ -713,11 +576,11 @@ mod tests {
         assert_eq!(delays, expected);
 
         // A connection that stays up long enough starts the schedule over.
-        let Conn::Waiting { at } = session.conn else { panic!("waiting") };
+        let Some(at) = session.link.reconnect_at() else { panic!("waiting") };
         session.handle(Input::Timer, at);
         session.handle(Input::Opened, at);
         session.handle(closed(close::ABNORMAL), at + backoff::STABLE_MS);
-        let Conn::Waiting { at: next } = session.conn else { panic!("waiting") };
+        let Some(next) = session.link.reconnect_at() else { panic!("waiting") };
         assert!(next - (at + backoff::STABLE_MS) < backoff::BASE_MS, "back to the first window");
     }
 
@@ -868,7 +731,7 @@ mod tests {
     fn the_countdown_shows_whole_seconds_left() {
         let mut session = open_session();
         session.handle(closed(close::ABNORMAL), 0.0);
-        session.conn = Conn::Waiting { at: 3_000.0 };
+        session.link.wait_until(3_000.0);
         assert_eq!(session.view(0.0).status_text, "Closed (1006), reconnecting in 3 s");
         assert_eq!(session.view(2_100.0).status_text, "Closed (1006), reconnecting in 1 s");
     }
