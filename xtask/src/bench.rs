@@ -211,19 +211,7 @@ fn echo_scenarios(
                     println!("    {error:#}");
                     step(&format!("{label}, again after that failure"), run)
                 })?;
-                for _ in 0..REMEASURE {
-                    let Some(share) = noise(&result).filter(|s| plan.remeasure && *s > NOISY_SHARE)
-                    else {
-                        break;
-                    };
-                    remeasured += 1;
-                    let again =
-                        format!("{label}, again: others used {:.0} % of a core", share * 100.0);
-                    let retry = step(&again, run)?;
-                    if noise(&retry) < Some(share) {
-                        result = retry;
-                    }
-                }
+                result = quieter(plan, &label, result, &mut remeasured, run, |_| {})?;
                 results[s][which].push(result);
             }
         }
@@ -252,6 +240,32 @@ const SUMMARY_CHART: &str = "docs/bench.svg";
 const SOAK_CHART: &str = "docs/bench-soak.svg";
 
 /// The share of one core the rest of the machine used during an echo or handshake window.
+/// While other processes were busy in `result`'s window (over [`NOISY_SHARE`] of a core),
+/// measures again with `once`, at most [`REMEASURE`] times, keeping the quieter result; counts
+/// each extra run in `remeasured` and shows each with `show`.
+fn quieter(
+    plan: Plan,
+    label: &str,
+    mut result: Value,
+    remeasured: &mut usize,
+    once: impl Fn() -> Result<Value>,
+    show: impl Fn(&Value),
+) -> Result<Value> {
+    for _ in 0..REMEASURE {
+        let Some(share) = noise(&result).filter(|s| plan.remeasure && *s > NOISY_SHARE) else {
+            break;
+        };
+        *remeasured += 1;
+        let again = format!("{label}, again: others used {:.0} % of a core", share * 100.0);
+        let retry = step(&again, &once)?;
+        show(&retry);
+        if noise(&retry) < Some(share) {
+            result = retry;
+        }
+    }
+    Ok(result)
+}
+
 fn noise(result: &Value) -> Option<f64> {
     let seconds = number(result, "seconds");
     (seconds > 0.0 && result.get("others_cpu_seconds").is_some())

@@ -15,8 +15,8 @@ use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::Value;
 
 use super::{
-    generate_against, machine, median, noise, number, replace_generated, Format, Pinning, Plan,
-    NOISY_SHARE, REMEASURE,
+    generate_against, machine, median, noise, number, quieter, replace_generated, Format, Pinning,
+    Plan,
 };
 use crate::process::{
     apt_install, free_port, installing, output, run as run_command, start_announcing, step,
@@ -95,22 +95,10 @@ pub(super) fn run(
                 );
                 let once =
                     || measure(root, release, &redis, pin, peer, subscribers, messages(rate), rate);
-                let mut result = step(&label, once)?;
-                println!("    {}", summary(&result));
-                for _ in 0..REMEASURE {
-                    let Some(share) = noise(&result).filter(|s| plan.remeasure && *s > NOISY_SHARE)
-                    else {
-                        break;
-                    };
-                    remeasured += 1;
-                    let again =
-                        format!("{label}, again: others used {:.0} % of a core", share * 100.0);
-                    let retry = step(&again, once)?;
-                    println!("    {}", summary(&retry));
-                    if noise(&retry) < Some(share) {
-                        result = retry;
-                    }
-                }
+                let show = |result: &Value| println!("    {}", summary(result));
+                let first = step(&label, once)?;
+                show(&first);
+                let result = quieter(plan, &label, first, &mut remeasured, once, show)?;
                 results[s][which].push(result);
             }
         }
