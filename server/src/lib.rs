@@ -221,12 +221,15 @@ async fn serve_http(
     }
     let accepted = Accepted { peer, at: Instant::now() };
     let hosts = Arc::clone(&state.hosts);
+    let metrics = Arc::clone(&state.metrics);
     let service = hyper::service::service_fn(move |mut request: axum::http::Request<Incoming>| {
         let host = hosts.check(request.version(), request.headers());
         request.extensions_mut().insert(accepted);
         let mut app = app.clone();
+        let metrics = Arc::clone(&metrics);
         async move {
             if let Err(refused) = host {
+                metrics.refused(RefusedReason::Host);
                 info!(%peer, %refused, "request refused for its Host");
                 return Ok((refused.status(), format!("{refused}\n")).into_response());
             }

@@ -34,6 +34,9 @@ pub enum RefusedReason {
     Malformed,
     /// The request head did not arrive within `--handshake-timeout`.
     Timeout,
+    /// 400 or 421: a request's `Host` was missing, repeated, malformed, or not one that
+    /// `--allowed-host` lets in (any request, not only upgrades: the check comes first).
+    Host,
 }
 
 impl RefusedReason {
@@ -44,6 +47,7 @@ impl RefusedReason {
             Self::Limit => "limit",
             Self::Malformed => "malformed",
             Self::Timeout => "timeout",
+            Self::Host => "host",
         }
     }
 }

@@ -189,6 +189,8 @@ async fn a_missing_or_repeated_host_gets_400() {
     );
     let (_tcp, head) = raw_request(addr, request.as_bytes()).await;
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    // Counted, under one label whatever the Host said.
+    app.wait_for_metric("ws_upgrades_refused_total{reason=\"host\"}", 4.0).await;
 }
 
 #[tokio::test]
@@ -226,6 +228,7 @@ async fn with_allowed_host_a_rebinding_request_is_refused_and_addresses_still_wo
     .await
     .1;
     assert!(page.starts_with("HTTP/1.1 421"), "{page}");
+    app.wait_for_metric("ws_upgrades_refused_total{reason=\"host\"}", 2.0).await;
 
     for host in [
         format!("app.example:{port}"),
