@@ -4,6 +4,7 @@
 //! No dependencies (but `serde`, for native decoders only), so the wasm bundle and the native
 //! binaries can both import it.
 
+pub mod poll;
 pub mod room;
 
 use std::net::{Ipv4Addr, SocketAddr};
