@@ -25,6 +25,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one outgoing frame may wait on a peer that does not read.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a long-polling GET waits for something to send ([`wire::poll`]).
+pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(wire::poll::DEFAULT_TIMEOUT_SECS);
 
 // The same defaults as `--help` shows them (a test keeps each pair equal).
 const DEFAULT_SHUTDOWN_GRACE_TEXT: &str = "5s";
@@ -33,6 +35,7 @@ const DEFAULT_IDLE_TIMEOUT_TEXT: &str = "50s";
 const DEFAULT_HANDSHAKE_TIMEOUT_TEXT: &str = "10s";
 const DEFAULT_SEND_TIMEOUT_TEXT: &str = "10s";
 const DEFAULT_MAX_MESSAGE_SIZE_TEXT: &str = "64KiB";
+const DEFAULT_POLL_TIMEOUT_TEXT: &str = "25s";
 
 /// Everything the server can be told at start-up. `server --help` shows each default.
 #[derive(Debug, Clone, Parser)]
@@ -122,6 +125,13 @@ pub struct Config {
     /// `redis://HOST:PORT/DB`). Without it the room lives in this process alone.
     #[arg(long, env = "SERVER_REDIS_URL")]
     pub redis_url: Option<RedisUrl>,
+
+    /// How long a long-polling GET (`/poll/SID`, the fallback for networks that block the
+    /// WebSocket upgrade) waits for something to send before it answers with an empty batch.
+    /// Below the 60 s after which nginx and most proxies cut a silent request. A polling
+    /// session with no request for `--idle-timeout` expires.
+    #[arg(long, env = "SERVER_POLL_TIMEOUT", default_value = DEFAULT_POLL_TIMEOUT_TEXT, value_parser = parse_duration)]
+    pub poll_timeout: Duration,
 }
 
 /// A `redis://` URL, checked when the flag is parsed.
@@ -183,6 +193,9 @@ impl Config {
         if self.max_message_size == 0 {
             return Err(ConfigError::ZeroMessageSize);
         }
+        if self.poll_timeout.is_zero() {
+            return Err(ConfigError::ZeroPollTimeout);
+        }
         Ok(())
     }
 }
@@ -207,6 +220,7 @@ impl Default for Config {
             room_history: wire::room::DEFAULT_HISTORY,
             room_rate: wire::room::DEFAULT_RATE,
             redis_url: None,
+            poll_timeout: DEFAULT_POLL_TIMEOUT,
         }
     }
 }
@@ -225,6 +239,8 @@ pub enum ConfigError {
     IdleNotAbovePing { idle: Duration, ping: Duration },
     #[error("--max-message-size must be at least 1 byte")]
     ZeroMessageSize,
+    #[error("--poll-timeout must be above zero")]
+    ZeroPollTimeout,
 }
 
 /// `<workspace>/dist`, where `trunk build` writes the bundle.

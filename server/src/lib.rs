@@ -13,6 +13,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod ops;
 pub mod origin;
+pub mod poll;
 pub mod room;
 pub mod telemetry;
 #[cfg(feature = "testing")]
@@ -60,6 +61,7 @@ pub struct AppState {
     pub http_slots: Arc<HttpSlots>,
     pub metrics: Arc<Metrics>,
     pub room: Arc<Room>,
+    pub polls: Arc<poll::Sessions>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -81,6 +83,7 @@ impl AppState {
             slots: Slots::new(max, Arc::clone(&metrics)),
             http_slots: HttpSlots::new(max_http),
             room: Room::start(&config, Arc::clone(&metrics), &shutdown, &tracker),
+            polls: Arc::default(),
             metrics,
             config: Arc::new(config),
             shutdown,
@@ -90,13 +93,15 @@ impl AppState {
 }
 
 /// The whole HTTP surface: the echo WebSocket at `/ws/` (and `/ws`), the room at `/ws/room`,
-/// health, readiness and metrics, the page and its assets.
+/// both again over HTTP polling under `/poll/`, health, readiness and metrics, the page and its
+/// assets.
 pub fn router(state: AppState) -> Router {
     Router::new()
         // `any`, so a POST is refused (and counted) by the upgrade check, not by the router.
         .route(wire::WS_PATH, any(ws::handler))
         .route(wire::WS_PATH_NO_SLASH, any(ws::handler))
         .route(wire::room::PATH, any(ws::room_handler))
+        .route(&format!("{}{{*rest}}", wire::poll::PREFIX), any(poll::handler))
         .route(wire::HEALTHZ_PATH, get(ops::healthz))
         .route(wire::READYZ_PATH, get(ops::readyz))
         .route(wire::METRICS_PATH, get(ops::metrics))

@@ -20,7 +20,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Transport};
 
 /// The fewest file descriptors kept free for everything that is not a WebSocket.
 pub const FD_HEADROOM_MIN: u64 = 64;
@@ -120,9 +120,11 @@ pub struct Slots {
 }
 
 /// One open connection's place under the limit, with its id for the logs; released on drop.
+/// A polling session holds one too: the limit counts clients, whatever their transport.
 #[derive(Debug)]
 pub struct Slot {
     pub id: u64,
+    transport: Transport,
     slots: Arc<Slots>,
 }
 
@@ -136,23 +138,29 @@ impl Slots {
         self.max
     }
 
-    /// Takes a slot, or `None` when `max` connections are open.
-    pub fn try_open(self: &Arc<Self>) -> Option<Slot> {
+    /// Takes a slot for a client over `transport`, or `None` when `max` are open.
+    pub fn try_open(self: &Arc<Self>, transport: Transport) -> Option<Slot> {
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
                 (open < self.max).then_some(open + 1)
             })
             .ok()?;
-        self.metrics.connections_open.inc();
+        if transport == Transport::WebSocket {
+            self.metrics.connections_open.inc();
+        }
+        self.metrics.session_opened(transport, 1);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Some(Slot { id, slots: Arc::clone(self) })
+        Some(Slot { id, transport, slots: Arc::clone(self) })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.slots.open.fetch_sub(1, Ordering::AcqRel);
-        self.slots.metrics.connections_open.dec();
+        if self.transport == Transport::WebSocket {
+            self.slots.metrics.connections_open.dec();
+        }
+        self.slots.metrics.session_opened(self.transport, -1);
     }
 }
 
@@ -191,13 +199,14 @@ mod tests {
     fn slots_are_refused_at_the_limit_and_released_on_drop() {
         let metrics = Arc::new(Metrics::new());
         let slots = Slots::new(2, Arc::clone(&metrics));
-        let first = slots.try_open().expect("first");
-        let second = slots.try_open().expect("second");
+        let first = slots.try_open(Transport::WebSocket).expect("first");
+        let second = slots.try_open(Transport::Polling).expect("second");
         assert_ne!(first.id, second.id);
-        assert!(slots.try_open().is_none());
-        assert_eq!(metrics.connections_open.get(), 2);
+        assert!(slots.try_open(Transport::WebSocket).is_none());
+        assert!(slots.try_open(Transport::Polling).is_none(), "one limit for both");
+        assert_eq!(metrics.connections_open.get(), 1, "WebSockets only");
         drop(first);
-        assert_eq!(metrics.connections_open.get(), 1);
-        assert!(slots.try_open().is_some());
+        assert_eq!(metrics.connections_open.get(), 0);
+        assert!(slots.try_open(Transport::Polling).is_some());
     }
 }

@@ -10,7 +10,11 @@
 //! map it onto a closed set first, with one value for "anything else". Today's labels:
 //! `ws_closes_total{code}` ([`close_label`]: 18 values), `ws_upgrades_refused_total{reason}`
 //! ([`RefusedReason`]: 4), `room_refused_total{reason}` ([`RoomRefusal`]: 2),
-//! `room_joins_total{outcome}` (3, from [`Metrics::room_joined`]'s `match`).
+//! `room_joins_total{outcome}` (3, from [`Metrics::room_joined`]'s `match`),
+//! `sessions_open{transport}`, `transport_messages_received_total{transport}` and
+//! `transport_messages_sent_total{transport}` ([`Transport`]: 2), `poll_requests_total{kind}`
+//! ([`PollKind`]: 5), `poll_refused_total{reason}` ([`PollRefusal`]: 8) and
+//! `poll_sessions_ended_total{why}` ([`PollEnd`]: 6).
 
 use std::time::Duration;
 
@@ -95,6 +99,118 @@ struct JoinLabels {
     outcome: &'static str,
 }
 
+/// Generates a fixed-set label enum: each variant with its label text.
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// The label's value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                EncodeLabelValue::encode(&self.as_str(), encoder)
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// How a client reaches the echo or the room.
+    Transport {
+        /// `/ws/` and `/ws/room`.
+        WebSocket => "websocket",
+        /// `/poll/`: long or short polling (one session either way; see [`PollKind`]).
+        Polling => "polling",
+    }
+}
+
+label_enum! {
+    /// What a request under `/poll/` asked for.
+    PollKind {
+        /// `POST /poll/SID/echo` or `/room`.
+        Open => "open",
+        /// A GET that may wait.
+        Long => "long",
+        /// A GET with `wait=0`.
+        Short => "short",
+        /// A POST of messages.
+        Send => "send",
+        /// A DELETE.
+        Close => "close",
+    }
+}
+
+label_enum! {
+    /// Why a request under `/poll/` was refused.
+    PollRefusal {
+        /// 400: a bad path, query, batch or body.
+        Malformed => "malformed",
+        /// 403: the `Origin` is not allowed.
+        Origin => "origin",
+        /// 404: no such session (never opened, expired or closed).
+        Unknown => "unknown",
+        /// 409: a second GET while one waits.
+        Pending => "pending",
+        /// 409: an open with an id in use.
+        Taken => "taken",
+        /// 413: a message over `--max-message-size`.
+        TooBig => "too_big",
+        /// 503: `--max-connections` are open, or the session's queue stayed full.
+        Limit => "limit",
+        /// 405: a method the path does not take.
+        Method => "method",
+    }
+}
+
+label_enum! {
+    /// Why a polling session ended.
+    PollEnd {
+        /// The client sent DELETE.
+        Closed => "closed",
+        /// No request for `--idle-timeout`.
+        Expired => "expired",
+        /// The server shut down (1001).
+        Shutdown => "shutdown",
+        /// A room member whose queue was full (1013).
+        Slow => "slow",
+        /// The room's history was reset (1012).
+        Reset => "reset",
+        /// The application closed it (a close code of its own).
+        Refused => "refused",
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabels {
+    transport: Transport,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollKindLabels {
+    kind: PollKind,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollRefusedLabels {
+    reason: PollRefusal,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollEndLabels {
+    why: PollEnd,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CloseLabels {
     /// From [`close_label`] only.
@@ -162,6 +278,12 @@ pub struct Metrics {
     pub room_broker_up: Gauge,
     room_refused: Family<RoomRefusedLabels, Counter>,
     room_joins: Family<JoinLabels, Counter>,
+    sessions_open: Family<TransportLabels, Gauge>,
+    transport_received: Family<TransportLabels, Counter>,
+    transport_sent: Family<TransportLabels, Counter>,
+    poll_requests: Family<PollKindLabels, Counter>,
+    poll_refused: Family<PollRefusedLabels, Counter>,
+    poll_ended: Family<PollEndLabels, Counter>,
 }
 
 impl Metrics {
@@ -269,8 +391,55 @@ impl Metrics {
             room_joins.clone(),
         );
 
+        let sessions_open = Family::<TransportLabels, Gauge>::default();
+        let transport_received = Family::<TransportLabels, Counter>::default();
+        let transport_sent = Family::<TransportLabels, Counter>::default();
+        let poll_requests = Family::<PollKindLabels, Counter>::default();
+        let poll_refused = Family::<PollRefusedLabels, Counter>::default();
+        let poll_ended = Family::<PollEndLabels, Counter>::default();
+        let r = &mut registry;
+        r.register(
+            "sessions_open",
+            "Clients connected now, by transport (websocket or polling; both count against \
+             --max-connections)",
+            sessions_open.clone(),
+        );
+        r.register(
+            "transport_messages_received",
+            "Data messages received, by transport",
+            transport_received.clone(),
+        );
+        r.register(
+            "transport_messages_sent",
+            "Data messages sent (replies, greetings, room frames), by transport",
+            transport_sent.clone(),
+        );
+        r.register(
+            "poll_requests",
+            "Requests under /poll/, by kind (open, long, short, send, close)",
+            poll_requests.clone(),
+        );
+        r.register(
+            "poll_refused",
+            "Requests under /poll/ refused, by reason",
+            poll_refused.clone(),
+        );
+        r.register("poll_sessions_ended", "Polling sessions ended, by why", poll_ended.clone());
+        for transport in [Transport::WebSocket, Transport::Polling] {
+            let labels = TransportLabels { transport };
+            let _ = sessions_open.get_or_create(&labels);
+            let _ = transport_received.get_or_create(&labels);
+            let _ = transport_sent.get_or_create(&labels);
+        }
+
         Self {
             registry,
+            sessions_open,
+            transport_received,
+            transport_sent,
+            poll_requests,
+            poll_refused,
+            poll_ended,
             room_members,
             room_published,
             room_delivered,
@@ -331,16 +500,48 @@ impl Metrics {
         self.handshake_seconds.observe(duration.as_secs_f64());
     }
 
-    /// Counts a data message received.
+    /// Counts a data message received on a WebSocket.
     pub fn received(&self, bytes: usize) {
         self.messages_received.inc();
         self.bytes_received.inc_by(bytes as u64);
+        self.transport_received(Transport::WebSocket, 1);
     }
 
-    /// Counts a data message sent.
+    /// Counts a data message sent on a WebSocket.
     pub fn sent(&self, bytes: usize) {
         self.messages_sent.inc();
         self.bytes_sent.inc_by(bytes as u64);
+        self.transport_sent(Transport::WebSocket, 1);
+    }
+
+    /// Counts `n` data messages received over `transport`.
+    pub fn transport_received(&self, transport: Transport, n: usize) {
+        self.transport_received.get_or_create(&TransportLabels { transport }).inc_by(n as u64);
+    }
+
+    /// Counts `n` data messages sent over `transport`.
+    pub fn transport_sent(&self, transport: Transport, n: usize) {
+        self.transport_sent.get_or_create(&TransportLabels { transport }).inc_by(n as u64);
+    }
+
+    /// A client connected over `transport` (`+1`) or went (`-1`).
+    pub fn session_opened(&self, transport: Transport, delta: i64) {
+        self.sessions_open.get_or_create(&TransportLabels { transport }).inc_by(delta);
+    }
+
+    /// Counts a request under `/poll/`.
+    pub fn poll_request(&self, kind: PollKind) {
+        self.poll_requests.get_or_create(&PollKindLabels { kind }).inc();
+    }
+
+    /// Counts a request under `/poll/` refused.
+    pub fn poll_refused(&self, reason: PollRefusal) {
+        self.poll_refused.get_or_create(&PollRefusedLabels { reason }).inc();
+    }
+
+    /// Counts a polling session's end.
+    pub fn poll_ended(&self, why: PollEnd) {
+        self.poll_ended.get_or_create(&PollEndLabels { why }).inc();
     }
 
     /// The text exposition format, as `/metrics` serves it.

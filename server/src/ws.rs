@@ -24,7 +24,7 @@ use tracing::{info, info_span, Instrument};
 use crate::app::App;
 use crate::connection;
 use crate::limits::Slot;
-use crate::metrics::RefusedReason;
+use crate::metrics::{RefusedReason, Transport};
 use crate::origin::OriginRefused;
 use crate::AppState;
 
@@ -201,7 +201,10 @@ fn upgrade(
     let accept = check_upgrade(request.method(), request.headers())?;
     let endpoint = endpoint(request)?;
     state.origins.check(request.headers())?;
-    let slot = state.slots.try_open().ok_or(Refusal::Full { max: state.slots.max() })?;
+    let slot = state
+        .slots
+        .try_open(Transport::WebSocket)
+        .ok_or(Refusal::Full { max: state.slots.max() })?;
     let on_upgrade =
         request.extensions_mut().remove::<OnUpgrade>().ok_or(Refusal::NotUpgradable)?;
     spawn_connection(state, on_upgrade, slot, accepted, endpoint);
