@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod chart;
+pub mod compare;
 pub mod conn;
 mod dom;
 pub mod link;
