@@ -16,6 +16,7 @@ pub mod conn;
 mod dom;
 pub mod link;
 pub mod page;
+pub mod poll;
 pub mod room;
 pub mod room_page;
 pub mod session;

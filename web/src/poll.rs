@@ -1,0 +1,450 @@
+//! HTTP polling over `window.fetch`, the fallback for networks that block the WebSocket: the
+//! requests of [`wire::poll`] as a small API ([`Endpoint`]: open a session, long- or short-poll
+//! GET, POST a batch, DELETE), and [`Polling`], one session driven as a connection that reports
+//! what a WebSocket would (messages, then the close).
+//!
+//! Every request starts when it is made (not when its future is first polled), and its future
+//! owns everything it needs (`'static`), so a caller can keep it in a struct or `.await` it.
+//! Replies are read whole as text: a batch for a GET, a reason for a refusal.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use wire::close;
+use wire::poll::{Item, Open};
+
+use crate::session::Input;
+
+/// A request under way, as [`Endpoint`]'s methods return it (boxed, to keep in a struct).
+pub type Request = Pin<Box<dyn Future<Output = Result<Reply, FetchError>>>>;
+
+/// A request that got no HTTP answer: the network failed, it was aborted, or the page has no
+/// `window`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchError(pub String);
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "polling request failed: {}", self.0)
+    }
+}
+
+impl FetchError {
+    fn from_js(error: JsValue) -> Self {
+        let text = match error.dyn_ref::<js_sys::Error>() {
+            Some(error) => error.message().into(),
+            None => error.as_string().unwrap_or_default(),
+        };
+        Self(text)
+    }
+}
+
+/// An HTTP answer to a polling request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// A batch (GET), empty (201, 204), or a refusal's plain-text reason.
+    pub body: String,
+    /// The server's [`wire::poll::HEADER_REQUEST_HEAD_BYTES`]: the size of this request's head
+    /// as it arrived (which the page cannot measure itself).
+    pub request_head_bytes: Option<u64>,
+}
+
+impl Reply {
+    /// Whether the status is 2xx.
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// What a refused polling request means, as the close code (and reason) a WebSocket would
+/// have reported, so the state machines apply their one set of rules to both transports:
+/// 403 (origin) is 1008 and 400 (a bad request) 1002, where retrying cannot help; 413 is 1009
+/// with the server's reason, which names its limit; 503 (too many connections) is 1013; 404
+/// (the session expired or is unknown) and anything else are 1006, a dropped connection.
+pub fn close_for(status: u16, body: &str) -> (u16, String) {
+    let code = match status {
+        400 => close::PROTOCOL_ERROR,
+        403 => close::POLICY_VIOLATION,
+        413 => close::MESSAGE_TOO_BIG,
+        503 => close::TRY_AGAIN_LATER,
+        _ => close::ABNORMAL,
+    };
+    let reason = match status {
+        404 => String::new(),
+        _ if code == close::ABNORMAL => format!("HTTP {status}"),
+        _ => body.trim().to_owned(),
+    };
+    (code, reason)
+}
+
+/// A fresh session id: 128 bits from `crypto.getRandomValues`, as 32 hex digits.
+pub fn new_sid() -> Result<String, FetchError> {
+    let crypto = web_sys::window()
+        .ok_or_else(|| FetchError("no window".into()))?
+        .crypto()
+        .map_err(FetchError::from_js)?;
+    let mut bytes = [0u8; 16];
+    crypto.get_random_values_with_u8_array(&mut bytes).map_err(FetchError::from_js)?;
+    Ok(hex(&bytes))
+}
+
+/// Lower-case hex digits of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)].into());
+        out.push(DIGITS[usize::from(byte & 15)].into());
+    }
+    out
+}
+
+/// One polling session's address (`…/poll/SID`) and its requests. The id is new and random
+/// for each `Endpoint`; the session exists on the server once [`Endpoint::open`] got its 201.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `http(s)://host/dir/poll/SID`.
+    url: String,
+    /// Aborts this session's requests (all but the DELETE) when it is given up.
+    abort: web_sys::AbortController,
+}
+
+impl Endpoint {
+    /// A new session under `base`, a polling base such as [`wire::poll::base_for`] gives
+    /// (`http://host/poll/`).
+    pub fn new(base: &str) -> Result<Self, FetchError> {
+        let abort = web_sys::AbortController::new().map_err(FetchError::from_js)?;
+        Ok(Self { url: format!("{base}{}", new_sid()?), abort })
+    }
+
+    /// A new session beside a WebSocket endpoint: `ws://host/ws/` or `ws://host/ws/room?…` →
+    /// `http://host/poll/SID`.
+    pub fn beside(ws_url: &str) -> Result<Self, FetchError> {
+        let base = wire::poll::base_for(ws_url)
+            .ok_or_else(|| FetchError(format!("no polling endpoint beside {ws_url}")))?;
+        Self::new(&base)
+    }
+
+    /// The session's URL, where its GETs, POSTs and DELETE go (and the name Resource Timing
+    /// gives their entries; a short poll's ends in `?wait=0`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The session id.
+    pub fn sid(&self) -> &str {
+        self.url.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// `POST …/SID/echo` or `…/SID/room`, with `query` (the room's `epoch=E&offset=N`, or
+    /// empty) : opens the session (201; the greeting or `joined` waits for the first GET).
+    pub fn open(&self, open: Open, query: &str) -> Request {
+        let last = match open {
+            Open::Echo => wire::poll::OPEN_ECHO,
+            Open::Room => wire::poll::OPEN_ROOM,
+        };
+        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+        self.fetch(&format!("{}/{last}{query}", self.url), "POST", None)
+    }
+
+    /// `GET …/SID`: a long poll (`long`: answered once something is queued, or empty after
+    /// the server's poll timeout) or a short one (`?wait=0`: answered at once). The body is a
+    /// batch for [`wire::poll::decode`].
+    pub fn get(&self, long: bool) -> Request {
+        let url = if long {
+            self.url.clone()
+        } else {
+            format!("{}?{}=0", self.url, wire::poll::QUERY_WAIT)
+        };
+        self.fetch(&url, "GET", None)
+    }
+
+    /// `POST …/SID` with `batch` ([`wire::poll::push_message`] items): 204 once the server has
+    /// them; the replies come by GET, in order. Send one batch at a time to keep the order.
+    pub fn post(&self, batch: &str) -> Request {
+        self.fetch(&self.url, "POST", Some(batch))
+    }
+
+    /// `DELETE …/SID` (204): closes the session, like a Close 1000. Also aborts the session's
+    /// other requests still under way; the DELETE itself is not aborted.
+    pub fn delete(&self) -> Request {
+        self.abort();
+        fetch(&self.url, "DELETE", None, None)
+    }
+
+    /// Aborts every request of this session still under way (but a DELETE): their futures end
+    /// with a [`FetchError`], and any made later fail at once.
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+
+    fn fetch(&self, url: &str, method: &str, body: Option<&str>) -> Request {
+        fetch(url, method, body, Some(&self.abort.signal()))
+    }
+}
+
+fn fetch(
+    url: &str,
+    method: &str,
+    body: Option<&str>,
+    signal: Option<&web_sys::AbortSignal>,
+) -> Request {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    if let Some(body) = body {
+        init.set_body(&JsValue::from_str(body));
+    }
+    init.set_signal(signal);
+    let promise = web_sys::window().map(|window| window.fetch_with_str_and_init(url, &init));
+    async move {
+        let promise = promise.ok_or_else(|| FetchError("no window".into()))?;
+        let response: web_sys::Response =
+            JsFuture::from(promise).await.map_err(FetchError::from_js)?.unchecked_into();
+        let head = response.headers().get(wire::poll::HEADER_REQUEST_HEAD_BYTES);
+        let request_head_bytes = head.ok().flatten().and_then(|bytes| bytes.parse().ok());
+        let text = response.text().map_err(FetchError::from_js)?;
+        let body = JsFuture::from(text).await.map_err(FetchError::from_js)?;
+        let body = body.as_string().unwrap_or_default();
+        Ok(Reply { status: response.status(), body, request_head_bytes })
+    }
+    .boxed_local()
+}
+
+/// Sends `DELETE` for `endpoint` and forgets it: nobody waits for the answer.
+pub fn close_in_background(endpoint: &Endpoint) {
+    let delete = endpoint.delete();
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = delete.await;
+    });
+}
+
+/// One long-polling session as a connection: opens it, keeps one GET waiting at a time, sends
+/// in batches (one POST under way at a time, so the server gets them in order), and reports
+/// [`Input::Received`] for each message and one [`Input::Closed`] at the end, as
+/// [`crate::conn::to_input`] does for a WebSocket. Dropping it sends nothing: call
+/// [`Polling::close`].
+#[derive(Debug)]
+pub struct Polling {
+    endpoint: Endpoint,
+    /// The open request, until its 201.
+    opening: Option<Fut>,
+    get: Option<Fut>,
+    post: Option<Fut>,
+    /// Messages waiting for the POST under way (or the open) to finish.
+    batch: String,
+    /// Inputs decoded from a batch, not yet taken.
+    ready: VecDeque<Input>,
+    done: bool,
+}
+
+/// A [`Request`] that `#[derive(Debug)]` can skip.
+struct Fut(Request);
+
+impl std::fmt::Debug for Fut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request")
+    }
+}
+
+impl Polling {
+    /// Opens a session beside the WebSocket endpoint `ws_url` (its query, the room's resume
+    /// point, goes to the open request).
+    pub fn open(ws_url: &str, open: Open) -> Result<Self, FetchError> {
+        let endpoint = Endpoint::beside(ws_url)?;
+        let query = ws_url.split_once('?').map_or("", |(_, query)| query);
+        let opening = Some(Fut(endpoint.open(open, query)));
+        let (get, post, batch, ready) = (None, None, String::new(), VecDeque::new());
+        Ok(Self { endpoint, opening, get, post, batch, ready, done: false })
+    }
+
+    /// The session's endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Sends `text` as one message: now, or with the next batch if a POST is under way.
+    pub fn send(&mut self, text: &str) {
+        if self.done {
+            return;
+        }
+        wire::poll::push_message(&mut self.batch, text);
+        if self.opening.is_none() && self.post.is_none() {
+            self.flush();
+        }
+    }
+
+    /// Closes the session (DELETE, in the background) and aborts its requests.
+    pub fn close(self) {
+        if !self.done {
+            close_in_background(&self.endpoint);
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            self.post = Some(Fut(self.endpoint.post(&std::mem::take(&mut self.batch))));
+        }
+    }
+
+    /// Ends the connection with this close; gives the session up on the server too unless it
+    /// is already gone there.
+    fn end(&mut self, code: u16, reason: String, clean: bool, gone: bool) {
+        if !gone {
+            close_in_background(&self.endpoint);
+        } else {
+            self.endpoint.abort();
+        }
+        self.done = true;
+        self.opening = None;
+        self.get = None;
+        self.post = None;
+        self.ready.push_back(Input::Closed { code, reason, clean });
+    }
+
+    /// A reply to `request` that is not what it should be (a refusal or no answer).
+    fn failed(&mut self, request: &str, reply: Result<Reply, FetchError>) {
+        let (code, reason, gone) = match reply {
+            Ok(reply) => {
+                let (code, reason) = close_for(reply.status, &reply.body);
+                web_sys::console::warn_1(&format!("polling {request}: {reply:?}").into());
+                (code, reason, reply.status == 404)
+            }
+            Err(error) => {
+                web_sys::console::warn_1(&format!("polling {request}: {error}").into());
+                (close::ABNORMAL, String::new(), false)
+            }
+        };
+        self.end(code, reason, false, gone);
+    }
+
+    /// A GET's batch: its messages, then the next GET (or the close, which ends it).
+    fn batch_arrived(&mut self, body: &str) {
+        let items = match wire::poll::decode(body) {
+            Ok(items) => items,
+            Err(error) => {
+                web_sys::console::warn_1(&format!("polling GET: {error}").into());
+                return self.end(close::ABNORMAL, String::new(), false, false);
+            }
+        };
+        for item in items {
+            match item {
+                Item::Message(text) => self.ready.push_back(Input::Received(text.to_owned())),
+                Item::Close(code, reason) => {
+                    return self.end(code, reason.to_owned(), true, true);
+                }
+            }
+        }
+        self.get = Some(Fut(self.endpoint.get(true)));
+    }
+
+    /// The next input: a message or the close; `None` once it has closed.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input>> {
+        loop {
+            if let Some(input) = self.ready.pop_front() {
+                return Poll::Ready(Some(input));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if let Some(Fut(opening)) = self.opening.as_mut() {
+                let Poll::Ready(reply) = opening.poll_unpin(cx) else { return Poll::Pending };
+                self.opening = None;
+                match reply {
+                    Ok(reply) if reply.ok() => {
+                        self.get = Some(Fut(self.endpoint.get(true)));
+                        self.flush();
+                    }
+                    other => self.failed("open", other),
+                }
+                continue;
+            }
+            if let Some(Fut(post)) = self.post.as_mut() {
+                if let Poll::Ready(reply) = post.poll_unpin(cx) {
+                    self.post = None;
+                    match reply {
+                        Ok(reply) if reply.ok() => self.flush(),
+                        other => self.failed("POST", other),
+                    }
+                    continue;
+                }
+            }
+            if let Some(Fut(get)) = self.get.as_mut() {
+                if let Poll::Ready(reply) = get.poll_unpin(cx) {
+                    self.get = None;
+                    match reply {
+                        Ok(reply) if reply.status == 200 => self.batch_arrived(&reply.body),
+                        other => self.failed("GET", other),
+                    }
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn refusals_map_to_the_close_codes_a_websocket_would_report() {
+        let too_big = close::reason_too_big(1000);
+        assert_eq!(close_for(413, &too_big), (close::MESSAGE_TOO_BIG, too_big.clone()));
+        assert_eq!(
+            crate::session::learned_limit(&close_for(413, &format!("{too_big}\n")).1),
+            Some(1000),
+            "the limit is learned as from a 1009"
+        );
+        assert_eq!(close_for(403, "origin not allowed").0, close::POLICY_VIOLATION);
+        assert_eq!(close_for(400, "bad batch").0, close::PROTOCOL_ERROR);
+        assert_eq!(close_for(503, "too many").0, close::TRY_AGAIN_LATER);
+        assert_eq!(close_for(404, wire::poll::UNKNOWN_SESSION), (close::ABNORMAL, String::new()));
+        assert_eq!(close_for(502, "<html>"), (close::ABNORMAL, "HTTP 502".to_owned()));
+        for (status, _) in [(403, ()), (400, ()), (404, ()), (502, ())] {
+            let class = crate::session::classify(close_for(status, "").0);
+            let expected = match status {
+                403 | 400 => crate::session::CloseClass::Stop,
+                _ => crate::session::CloseClass::Retry,
+            };
+            assert_eq!(class, expected, "{status}");
+        }
+    }
+
+    #[test]
+    fn hex_is_two_lower_case_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let sid = hex(&[0xab; 16]);
+        assert_eq!(sid.len(), 32);
+        assert!(wire::poll::is_sid(&sid));
+    }
+}
+
+#[cfg(all(test, target_arch = "wasm32"))]
+mod browser_tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn session_ids_are_random_and_valid() {
+        let (a, b) = (new_sid().expect("an id"), new_sid().expect("an id"));
+        assert!(wire::poll::is_sid(&a) && a.len() == 32, "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn endpoints_sit_beside_the_socket() {
+        let endpoint = Endpoint::beside("ws://h:1/app/ws/room?epoch=e&offset=3").expect("one");
+        assert!(endpoint.url().starts_with("http://h:1/app/poll/"), "{}", endpoint.url());
+        assert!(wire::poll::is_sid(endpoint.sid()));
+        assert!(Endpoint::beside("ws://h/other").is_err());
+    }
+}
