@@ -4,33 +4,31 @@
 //!
 //! Output is one received text per line on stdout, so it composes with pipes; errors go to
 //! stderr as one line and the exit code is non-zero. `wss://` goes through rustls ([`tls`]),
-//! which is why this is a crate of its own: TLS never enters the server's build.
+//! which is why this is a crate of its own: TLS never enters the server's build. Both talk
+//! over a WebSocket or, with `--transport long-polling` (or `auto`, when the WebSocket is
+//! blocked), over HTTP long polling ([`poll`]); [`link`] hides which.
 
+pub mod link;
+pub mod poll;
 pub mod room;
 pub mod tls;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::http::Uri;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use wire::poll::Open;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub use link::{Link, Transport};
 
 /// Default `--timeout`.
 pub const DEFAULT_TIMEOUT: &str = "10s";
 
-/// `client [--url URL] [--timeout DURATION] [--ca-file PATH] [MESSAGE]...`, or
-/// `client room [OPTIONS]`.
+/// `client [--url URL] [--transport T] [--timeout DURATION] [--ca-file PATH] [MESSAGE]...`,
+/// or `client room [OPTIONS]`.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "client",
@@ -41,6 +39,11 @@ pub const DEFAULT_TIMEOUT: &str = "10s";
         With no MESSAGE, sends each line of standard input and prints replies as they arrive; \
         end of input closes the connection. Errors are one line on stderr, with exit status 1 \
         (2 for bad arguments).\n\n\
+        With --transport long-polling the same conversation goes over HTTP long polling, at \
+        the `/poll/` path beside the WebSocket endpoint of --url (`ws://host/ws/` polls \
+        `http://host/poll/`, `wss://` polls `https://` with the same certificate checks). With \
+        --transport auto the client tries the WebSocket first and uses long polling if the \
+        WebSocket fails or delivers no first message within 3 s (saying so on stderr).\n\n\
         `client room [OPTIONS]`, with `room` as the first argument, joins the room instead \
         (see `client room --help`). Anywhere else `room` is a MESSAGE; to send it alone, \
         write `client -- room`.",
@@ -85,6 +88,11 @@ pub struct Connection {
     /// Ignored for `ws://`, so the variable can stay set.
     #[arg(long, env = "CLIENT_CA_FILE", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
+
+    /// How to reach the server. `--url` stays the WebSocket URL either way: long polling
+    /// uses the `/poll/` path beside its endpoint.
+    #[arg(long, env = "CLIENT_TRANSPORT", value_enum, default_value_t = Transport::WebSocket)]
+    pub transport: Transport,
 }
 
 /// Why a `--url` was refused.
@@ -151,58 +159,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Command::Room(room)) = args.command {
         return room::run(room).await;
     }
-    let timeout = args.connection.timeout;
-    let mut socket = connect(&args.url, &args.connection).await?;
-    let greeting = next_text(&mut socket, timeout).await?;
+    let mut link = Link::open(&args.url, Open::Echo, &args.connection).await?;
+    let result = echo(&mut link, args.messages, args.connection.timeout).await;
+    if result.is_err() {
+        link.abandon().await;
+    }
+    result
+}
+
+/// The echo over an open link: the greeting, then each message and its reply.
+async fn echo(link: &mut Link, messages: Vec<String>, timeout: Duration) -> anyhow::Result<()> {
+    let greeting = link.next_within(timeout).await?;
     println!("{greeting}");
-
-    if args.messages.is_empty() {
-        relay_stdin(&mut socket, timeout).await
-    } else {
-        for message in args.messages {
-            socket.send(Message::text(message)).await.context("cannot send")?;
-            println!("{}", next_text(&mut socket, timeout).await?);
-        }
-        close(&mut socket, timeout, |_| Ok(())).await
+    if messages.is_empty() {
+        return relay_stdin(link, timeout).await;
     }
-}
-
-/// Opens the WebSocket, over TLS for `wss://`; `--timeout` bounds TCP, TLS and the upgrade.
-async fn connect(url: &Uri, connection: &Connection) -> anyhow::Result<Socket> {
-    let connector = if url.scheme_str() == Some("wss") {
-        Connector::Rustls(Arc::new(tls::client_config(connection.ca_file.as_deref())?))
-    } else {
-        Connector::Plain
-    };
-    let timeout = connection.timeout;
-    // No Nagle delay: the messages are small and the replies awaited one by one.
-    let connecting =
-        tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
-    let (socket, _) = tokio::time::timeout(timeout, connecting)
-        .await
-        .map_err(|_| anyhow!("timed out after {timeout:?}"))
-        .and_then(|connected| connected.map_err(|error| anyhow!(explain_connect(&error))))
-        .with_context(|| format!("cannot connect to {url}"))?;
-    Ok(socket)
-}
-
-/// One line for a failed connection: TLS failures in plain words; a refused upgrade with the
-/// server's explanation (its response body, e.g. why a room query is bad); otherwise
-/// tungstenite's own message (which already includes its source).
-fn explain_connect(error: &tokio_tungstenite::tungstenite::Error) -> String {
-    use tokio_tungstenite::tungstenite::Error;
-    match error {
-        Error::Io(io) => tls::explain_connect(io).unwrap_or_else(|| error.to_string()),
-        Error::Http(response) => {
-            let body = response.body().as_deref().map(one_line).unwrap_or_default();
-            if body.is_empty() {
-                error.to_string()
-            } else {
-                format!("{error}: {body}")
-            }
-        }
-        _ => error.to_string(),
+    for message in messages {
+        link.send(message).await?;
+        println!("{}", link.next_within(timeout).await?);
     }
+    link.close(timeout, |_| Ok(())).await
 }
 
 /// An HTTP body as one line: whitespace runs (line breaks included) become one space, and
@@ -220,90 +196,43 @@ fn one_line(body: &[u8]) -> String {
 /// Most characters of a refusing server's body shown in the error line.
 const MAX_BODY_CHARS: usize = 300;
 
-/// Stdin mode: each line is sent as it is read; replies are printed as they arrive.
-async fn relay_stdin(socket: &mut Socket, timeout: Duration) -> anyhow::Result<()> {
+/// Stdin mode: each line is sent as it is read; replies are printed as they arrive. At end of
+/// input, the replies still due (one per message) are awaited before closing, each within
+/// `timeout`.
+async fn relay_stdin(link: &mut Link, timeout: Duration) -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut unanswered = 0u64;
     loop {
         tokio::select! {
             line = lines.next_line() => match line.context("cannot read standard input")? {
-                Some(line) => socket.send(Message::text(line)).await.context("cannot send")?,
+                Some(line) => {
+                    link.send(line).await?;
+                    unanswered += 1;
+                }
                 None => break,
             },
-            message = socket.next() => match received(message)? {
-                Some(text) => println!("{text}"),
-                None => continue,
-            },
+            text = link.next() => {
+                println!("{}", text?);
+                unanswered = unanswered.saturating_sub(1);
+            }
         }
     }
-    // Replies still in flight arrive before the server's answer to our Close.
-    close(socket, timeout, |text| {
+    for _ in 0..unanswered {
+        println!("{}", link.next_within(timeout).await?);
+    }
+    link.close(timeout, |text| {
         println!("{text}");
         Ok(())
     })
     .await
 }
 
-/// Waits for the next text message, skipping control frames.
-async fn next_text(socket: &mut Socket, timeout: Duration) -> anyhow::Result<String> {
-    loop {
-        let message = tokio::time::timeout(timeout, socket.next())
-            .await
-            .map_err(|_| anyhow!("no reply from the server within {timeout:?}"))?;
-        if let Some(text) = received(message)? {
-            return Ok(text);
-        }
-    }
-}
-
-/// Interprets one read: text is returned, control frames give `None`, anything that ends the
-/// conversation is an error.
-fn received(
-    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-) -> anyhow::Result<Option<String>> {
-    match message {
-        None => bail!("the server closed the connection"),
-        Some(Err(error)) => Err(error).context("connection failed"),
-        Some(Ok(Message::Text(text))) => Ok(Some(text.as_str().to_owned())),
-        Some(Ok(Message::Close(frame))) => {
-            bail!("the server closed the connection: {}", describe(frame.as_ref()))
-        }
-        Some(Ok(Message::Binary(data))) => {
-            bail!("unexpected binary message ({} bytes)", data.len())
-        }
-        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
-    }
-}
-
-/// Sends Close 1000 and reads until the server answers it, handing over texts still in flight.
-async fn close(
-    socket: &mut Socket,
-    timeout: Duration,
-    mut on_text: impl FnMut(&str) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-    socket.send(Message::Close(Some(frame))).await.context("cannot send Close")?;
-    let drain = async {
-        while let Some(message) = socket.next().await {
-            match message.context("connection failed while closing")? {
-                Message::Text(text) => on_text(text.as_str())?,
-                Message::Close(Some(frame)) if frame.code != CloseCode::Normal => {
-                    bail!("the server closed the connection: {}", describe(Some(&frame)))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    };
-    tokio::time::timeout(timeout, drain)
-        .await
-        .map_err(|_| anyhow!("the server did not answer Close within {timeout:?}"))?
-}
-
-fn describe(frame: Option<&CloseFrame>) -> String {
-    match frame {
-        None => "no close code".to_owned(),
-        Some(frame) if frame.reason.is_empty() => u16::from(frame.code).to_string(),
-        Some(frame) => format!("{} ({})", u16::from(frame.code), frame.reason),
+/// A close code and reason as the error lines show them: `1001 (server shutting down)`.
+fn describe_close(code: u16, reason: &str) -> String {
+    if reason.is_empty() {
+        code.to_string()
+    } else {
+        format!("{code} ({reason})")
     }
 }
 

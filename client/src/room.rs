@@ -8,14 +8,13 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::http::Uri;
-use tokio_tungstenite::tungstenite::Message;
+use wire::poll::Open;
 use wire::room::{Frame, Resume};
 
-use crate::{close, connect, parse_url, received, Connection, Socket};
+use crate::{parse_url, Connection, Link};
 
 /// `client room --help`'s long description.
 pub const LONG_ABOUT: &str = "Join the room: print its messages, publish each line of standard \
@@ -31,9 +30,11 @@ pub const LONG_ABOUT: &str = "Join the room: print its messages, publish each li
     `, recovered` or `, not recovered: …` when resuming), `client: K online` when that \
     changes, and `client: refused: REASON` for a message the server did not publish. A \
     refused message does not come back; if any was refused, the exit status is 1. Errors are \
-    one line on stderr with exit status 1 (2 for bad arguments), as for the echo.";
+    one line on stderr with exit status 1 (2 for bad arguments), as for the echo.\n\n\
+    --transport long-polling (or auto, when the WebSocket fails) does all of this over HTTP \
+    long polling at the `/poll/` path beside --url's endpoint, the resume point included.";
 
-/// `client room [--url URL] [--timeout D] [--ca-file PATH] [--epoch E --offset N]`
+/// `client room [--url URL] [--transport T] [--timeout D] [--ca-file PATH] [--epoch E --offset N]`
 #[derive(Debug, Clone, clap::Args)]
 pub struct RoomArgs {
     /// WebSocket URL of the room: `ws://`, or `wss://` (as for the echo).
@@ -207,12 +208,24 @@ impl Member {
 
 /// Runs `client room` to completion.
 pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
-    let timeout = args.connection.timeout;
     let resume = args.resume();
     let url = resume_url(&args.url, resume.as_ref())?;
-    let mut socket = connect(&url, &args.connection).await?;
-    let mut member = join(&mut socket, timeout, resume.as_ref()).await?;
+    let mut link = Link::open(&url, Open::Room, &args.connection).await?;
+    let result = converse(&mut link, args.connection.timeout, resume.as_ref()).await;
+    if result.is_err() {
+        link.abandon().await;
+    }
+    result
+}
 
+/// The room over an open link: `joined`, then messages both ways until input ends and our
+/// messages are back.
+async fn converse(
+    link: &mut Link,
+    timeout: Duration,
+    resume: Option<&Resume>,
+) -> anyhow::Result<()> {
+    let mut member = join(link, timeout, resume).await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut input_open = true;
     // When input ended, or the last progress after that: the wait for the rest counts from
@@ -224,7 +237,7 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
                 match line.context("cannot read standard input")? {
                     Some(line) if line.is_empty() => {}
                     Some(line) => {
-                        socket.send(Message::text(line)).await.context("cannot send")?;
+                        link.send(line).await?;
                         member.sent += 1;
                     }
                     None => {
@@ -233,11 +246,9 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            message = socket.next() => {
-                if let Some(text) = received(message)? {
-                    if member.handle(&text)? {
-                        progress_at = Instant::now();
-                    }
+            text = link.next() => {
+                if member.handle(&text?)? {
+                    progress_at = Instant::now();
                 }
             }
             () = tokio::time::sleep_until(progress_at + timeout), if !input_open => {
@@ -253,7 +264,7 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
             }
         }
     }
-    close(&mut socket, timeout, |text| member.handle(text).map(drop)).await?;
+    link.close(timeout, |text| member.handle(text).map(drop)).await?;
     if member.refused > 0 {
         bail!("{} of {} messages were refused and not published", member.refused, member.sent);
     }
@@ -262,11 +273,11 @@ pub async fn run(args: RoomArgs) -> anyhow::Result<()> {
 
 /// Waits for `joined` (the first frame) and prints its line.
 async fn join(
-    socket: &mut Socket,
+    link: &mut Link,
     timeout: Duration,
     resume: Option<&Resume>,
 ) -> anyhow::Result<Member> {
-    let text = crate::next_text(socket, timeout).await?;
+    let text = link.next_within(timeout).await?;
     match Frame::parse(&text) {
         Ok(Frame::Joined { you, epoch, offset, online, recovered }) => {
             let resumed = resume.is_some().then_some(recovered);
