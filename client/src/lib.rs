@@ -78,9 +78,10 @@ pub enum Command {
 /// How to connect, the same for the echo and the room.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
-    /// How long to wait for the connection, for each reply to a MESSAGE argument (the room:
-    /// for `joined`, and for the last messages to come back after end of input), and for the
-    /// closing handshake (e.g. `10s`, `500ms`).
+    /// How long to wait for the connection, for each reply to a MESSAGE argument and each
+    /// reply still due at end of input (the room: for `joined`, and for the last messages to
+    /// come back after end of input), and for the closing handshake; over long polling also
+    /// for each request but the long poll itself (e.g. `10s`, `500ms`).
     #[arg(long, env = "CLIENT_TIMEOUT", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub timeout: Duration,
 
@@ -252,6 +253,23 @@ mod tests {
         assert!(matches!(parse_url("http://127.0.0.1/ws/"), Err(UrlError::Scheme)));
         assert!(matches!(parse_url("127.0.0.1:8888"), Err(UrlError::Scheme)));
         assert!(matches!(parse_url("ws:// bad"), Err(UrlError::Syntax(_))));
+    }
+
+    #[test]
+    fn transport_defaults_to_websocket_and_auto_waits_as_the_help_says() {
+        let args = Args::try_parse_from(["client"]).expect("parse");
+        assert_eq!(args.connection.transport, Transport::WebSocket);
+        let args = Args::try_parse_from(["client", "--transport", "long-polling"]).expect("parse");
+        assert_eq!(args.connection.transport, Transport::LongPolling);
+        let Some(Command::Room(room)) =
+            Args::try_parse_from(["client", "room", "--transport", "auto"]).expect("parse").command
+        else {
+            panic!("not the room");
+        };
+        assert_eq!(room.connection.transport, Transport::Auto);
+        assert!(Args::try_parse_from(["client", "--transport", "web-socket"]).is_err());
+        // `--help` and the `auto` value's description say 3 s.
+        assert_eq!(link::AUTO_WAIT, Duration::from_secs(3));
     }
 
     #[test]

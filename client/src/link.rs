@@ -75,12 +75,12 @@ impl Link {
                     Ok(Err(error)) => format!("{error:#}"),
                     Err(_) => format!("no message from {url} within {wait:?}"),
                 };
+                let session = poll::Session::open(url, open, connection)
+                    .await
+                    .map_err(|error| anyhow!("{error:#} (after the WebSocket failed: {why})"))?;
                 // Not on stdout, which carries the conversation only.
                 eprintln!("client: using long polling (the WebSocket failed: {why})");
-                let session = poll::Session::open(url, open, connection).await;
-                Ok(Self::Polling(
-                    session.with_context(|| format!("the WebSocket failed too: {why}"))?,
-                ))
+                Ok(Self::Polling(session))
             }
         }
     }

@@ -1,6 +1,9 @@
 //! The `client` binary against a real server started in-process on port 0
 //! (`server::testing`): the echo's two modes, `client room`, every error path as one line with
-//! its exit status, and `wss://` through a TLS front made here with a throwaway CA.
+//! its exit status, and `wss://` through a TLS front made here with a throwaway CA; the same
+//! over long polling and `--transport auto` in [`polling`].
+
+mod polling;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +56,7 @@ fn client_command(args: &[&str]) -> Command {
         .env_remove("CLIENT_TIMEOUT")
         .env_remove("CLIENT_CA_FILE")
         .env_remove("CLIENT_ROOM_URL")
+        .env_remove("CLIENT_TRANSPORT")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -544,7 +548,7 @@ async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Lines<R>) -> 
 /// Asserts the run ended well: status 0 and no error line.
 fn assert_success(run: &Run) {
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
-    assert!(!run.stderr.contains("error"), "{}", run.stderr);
+    assert!(!run.stderr.lines().any(|line| line.starts_with("client: error")), "{}", run.stderr);
 }
 
 #[tokio::test]
