@@ -7,6 +7,7 @@
 //! `dist/` and the drivers on `PATH`.
 
 mod client;
+mod client_polling;
 mod deploy;
 mod page;
 mod room_page;
