@@ -107,6 +107,8 @@ struct Session {
     out: Mutex<Out>,
     /// The pump queued something (or the close): a waiting GET looks again.
     ready: Notify,
+    /// A GET took what was queued: a pump that had stopped taking more may go on.
+    drained: Notify,
     /// A GET took the close: the pump may forget the session.
     close_taken: Notify,
     /// The client sent DELETE.
@@ -165,6 +167,7 @@ impl Session {
         if out.frames.capacity() > 8 {
             out.frames.shrink_to(8);
         }
+        self.drained.notify_one();
         if let Some((code, reason)) = out.close {
             contract::push_close(&mut batch, code, reason);
             out.close_taken = true;
@@ -396,6 +399,7 @@ fn open_session(
             requests: 0,
         }),
         ready: Notify::new(),
+        drained: Notify::new(),
         close_taken: Notify::new(),
         deleted: CancellationToken::new(),
         polling: AtomicBool::new(false),
@@ -593,6 +597,8 @@ impl Pump {
                         return ending;
                     }
                 }
+                // Full: nothing more is taken until a GET has emptied the queue.
+                () = self.session.drained.notified(), if !room => {}
                 () = tokio::time::sleep_until(expiry) => {
                     if self.session.expires_at(self.idle_timeout).is_some_and(|at| at <= Instant::now()) {
                         self.metrics.idle_closes.inc();

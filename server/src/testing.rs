@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
@@ -152,12 +152,17 @@ pub async fn get(url: &str) -> Reply {
 
 /// `GET url` with extra request headers.
 pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    request(Method::GET, url, headers, "").await
+}
+
+/// Any request, on a fresh connection, read whole (the polling tests' client).
+pub async fn request(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
-    let mut request = Request::get(url);
+    let mut request = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Body::empty()).expect("request");
+    let request = request.body(Body::from(body.to_owned())).expect("request");
     let response = tokio::time::timeout(STEP, client.request(request))
         .await
         .expect("in time")

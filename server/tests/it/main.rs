@@ -10,5 +10,6 @@ mod keepalive;
 mod limits;
 mod metrics;
 mod origin;
+mod poll;
 mod room;
 mod ws;
