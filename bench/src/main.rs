@@ -10,6 +10,7 @@
 mod cpu;
 mod fanout;
 mod heads;
+mod polling;
 mod soak;
 
 use std::time::{Duration, Instant};
@@ -106,6 +107,21 @@ enum Scenario {
         #[arg(long, default_value_t = 32)]
         size: usize,
     },
+    /// Long-polling echo: each of `connections` sessions keeps one message in flight over HTTP
+    /// (a POST carries it, the waiting GET brings the reply); `warmup` seconds, then a window
+    /// of `seconds`.
+    Polling {
+        #[arg(long, value_enum)]
+        protocol: polling::Protocol,
+        #[arg(long)]
+        connections: usize,
+        #[arg(long)]
+        warmup: f64,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+    },
 }
 
 /// What one echo run measured.
@@ -170,6 +186,18 @@ async fn main() -> Result<()> {
                 size,
             };
             serde_json::to_string(&fanout::fanout(plan).await?)?
+        }
+        Scenario::Polling { protocol, connections, warmup, seconds, size } => {
+            let plan = polling::Plan {
+                protocol,
+                url: url.to_owned(),
+                server_pid,
+                connections,
+                warmup: Duration::from_secs_f64(warmup.max(0.0)),
+                window: secs(seconds),
+                size,
+            };
+            serde_json::to_string(&polling::polling(plan).await?)?
         }
     };
     println!("{line}");

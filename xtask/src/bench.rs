@@ -3,11 +3,14 @@
 //! server pinned to one core and the load generator (`bench`) to the other; then a table of
 //! medians, written to `docs/BENCHMARKS.md`. Then fan-out (`fanout.rs`): our room against
 //! Socket.IO, two instances each on one Redis. Then half-sent request heads (`heads.rs`): what
-//! connections holding an unfinished head cost our server. `--smoke` runs one short round and only checks
-//! that every server answers every message correctly, so the benchmark cannot rot.
+//! connections holding an unfinished head cost our server. Then long polling (`polling.rs`):
+//! our `/poll/` echo against Socket.IO's polling transport, beside our WebSocket echo. `--smoke`
+//! runs one short round and only checks that every server answers every message correctly, so
+//! the benchmark cannot rot.
 
 mod fanout;
 mod heads;
+mod polling;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -66,6 +69,8 @@ pub struct Plan {
     fanout_seconds: f64,
     /// Connections holding a half-sent request head.
     heads: usize,
+    /// Long polling: seconds of warm-up before each window (of `seconds`).
+    polling_warmup: f64,
 }
 
 /// How many times a noisy window is measured again; the quietest one counts.
@@ -88,6 +93,8 @@ impl Plan {
         fanout: &[(1000, 40.0), (10_000, 4.0)],
         fanout_seconds: 15.0,
         heads: 500,
+        // Node's JIT and both servers' allocators settle within the first second.
+        polling_warmup: 2.0,
     };
     /// The test command's check: one round of short windows, fewer connections.
     pub const SMOKE: Plan = Plan {
@@ -103,6 +110,7 @@ impl Plan {
         // per connection at 20 to 100, pinned to one core, against 24 kB at 300 and 500), too
         // close to the smoke check's bound of twice the cap.
         heads: 300,
+        polling_warmup: 0.2,
     };
 
     /// How many connections "at the fd limit" opens: the hard limit less our server's default
@@ -135,7 +143,7 @@ fn scenarios(plan: Plan) -> Vec<Scenario> {
     };
     vec![
         echo("echo, 1 connection", 1, 1),
-        echo("echo, 64 connections", 64, 1),
+        echo(polling::WEBSOCKET_SCENARIO, 64, 1),
         echo("echo, many connections", plan.many, 1),
         echo("pipelined, 64 connections × 16", 64, 16),
         Scenario {
@@ -164,12 +172,21 @@ fn scenarios(plan: Plan) -> Vec<Scenario> {
 }
 
 /// Builds everything, runs the plan and prints (and, for the full plan, writes) the tables:
-/// the echo scenarios, then fan-out, then half-sent request heads.
+/// the echo scenarios, then fan-out, then half-sent request heads, then long polling (beside
+/// the echo scenarios' WebSocket figure at 64 connections).
 pub fn run(root: &Path, plan: Plan, write_docs: bool) -> Result<()> {
     let (release, pin) = prepare(root)?;
-    echo_scenarios(root, &release, pin, plan, write_docs)?;
+    let websocket_64 = echo_scenarios(root, &release, pin, plan, write_docs)?;
     fanout::run(root, &release, pin, plan, write_docs)?;
-    heads::run(root, &release, pin, plan, write_docs)
+    heads::run(root, &release, pin, plan, write_docs)?;
+    polling::run(root, &release, pin, plan, write_docs, Some(websocket_64))
+}
+
+/// `cargo xtask bench --polling`: only the long-polling part of [`run`] (which then measures
+/// our WebSocket echo at 64 connections itself).
+pub fn polling_only(root: &Path, plan: Plan, write_docs: bool) -> Result<()> {
+    let (release, pin) = prepare(root)?;
+    polling::run(root, &release, pin, plan, write_docs, None)
 }
 
 /// `cargo xtask bench --heads`: only the half-sent request heads part of [`run`].
@@ -184,13 +201,15 @@ pub fn fanout_only(root: &Path, plan: Plan, write_docs: bool) -> Result<()> {
     fanout::run(root, &release, pin, plan, write_docs)
 }
 
+/// Runs the echo scenarios; returns our server's results at 64 connections (one per round),
+/// which the long-polling table shows beside its own.
 fn echo_scenarios(
     root: &Path,
     release: &Path,
     pin: Pinning,
     plan: Plan,
     write_docs: bool,
-) -> Result<()> {
+) -> Result<Vec<Value>> {
     let python = crate::venv::ensure_tornado(root)?;
 
     let scenarios = scenarios(plan);
@@ -231,7 +250,9 @@ fn echo_scenarios(
         )?;
         println!("    wrote {SUMMARY_CHART}");
     }
-    Ok(())
+    let ours = SERVERS.iter().position(|s| *s == Server::Ours).unwrap_or(0);
+    let echo_64 = scenarios.iter().position(|s| s.label == polling::WEBSOCKET_SCENARIO);
+    Ok(echo_64.map(|s| results[s][ours].clone()).unwrap_or_default())
 }
 
 /// The summary chart, next to docs/BENCHMARKS.md.
@@ -600,7 +621,7 @@ fn write_benchmarks(root: &Path, table: &str, plan: Plan, remeasured: usize) -> 
 }
 
 /// Replaces the part of `docs/BENCHMARKS.md` between the markers named `which` (`""` for the
-/// main table, `"soak "` for the soak, `"fanout "`, `"heads "`) with `generated`.
+/// main table, `"soak "` for the soak, `"fanout "`, `"heads "`, `"polling "`) with `generated`.
 fn replace_generated(root: &Path, which: &str, generated: &str) -> Result<()> {
     let begin = format!("<!-- generated by `cargo xtask bench`: {which}begin -->");
     let end = format!("<!-- generated by `cargo xtask bench`: {which}end -->");

@@ -40,6 +40,8 @@ pub enum Command {
     /// `--fanout`: only the fan-out part (our room against Socket.IO, two instances on one
     /// Redis each), with `--smoke` its short check. `--heads`: only the half-sent request
     /// heads (what connections holding an unfinished head cost our server, and the 431).
+    /// `--polling`: only the long-polling echo (ours against Socket.IO's polling transport,
+    /// beside our WebSocket echo), with `--smoke` its short check.
     Bench {
         #[arg(long, conflicts_with = "soak")]
         smoke: bool,
@@ -49,5 +51,7 @@ pub enum Command {
         fanout: bool,
         #[arg(long, conflicts_with_all = ["soak", "fanout"])]
         heads: bool,
+        #[arg(long, conflicts_with_all = ["soak", "fanout", "heads"])]
+        polling: bool,
     },
 }

@@ -43,7 +43,7 @@ fn run(command: Command) -> Result<()> {
         Command::Build => build(&root),
         Command::Setup { browser } => setup::tools(&root, browser),
         Command::Size => bundle::print_size(&root).map(drop),
-        Command::Bench { smoke, soak, fanout, heads } => {
+        Command::Bench { smoke, soak, fanout, heads, polling } => {
             setup::tools(&root, false)?;
             if let Some(seconds) = soak {
                 return bench::soak(&root, seconds);
@@ -54,6 +54,9 @@ fn run(command: Command) -> Result<()> {
             }
             if heads {
                 return bench::heads_only(&root, plan, !smoke);
+            }
+            if polling {
+                return bench::polling_only(&root, plan, !smoke);
             }
             bench::run(&root, plan, !smoke)
         }

@@ -35,7 +35,7 @@ const PEERS: [Peer; 2] = [Peer::Ours, Peer::SocketIo];
 /// Server instances per measurement, all on one Redis.
 const INSTANCES: usize = 2;
 /// Where the Socket.IO reference lives (its `package.json` pins what `npm ci` installs).
-const SOCKETIO_DIR: &str = "bench/socketio";
+pub(super) const SOCKETIO_DIR: &str = "bench/socketio";
 
 impl Peer {
     fn name(self) -> &'static str {
@@ -243,7 +243,7 @@ fn start_instance(
 
 /// `npm ci` in `bench/socketio` unless every dependency its `package.json` pins is installed
 /// at that version (npm itself from apt if absent).
-fn ensure_socketio(root: &Path) -> Result<()> {
+pub(super) fn ensure_socketio(root: &Path) -> Result<()> {
     let dir = root.join(SOCKETIO_DIR);
     let wanted = pinned_dependencies(&dir)?;
     let stale = wanted
