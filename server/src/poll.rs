@@ -363,6 +363,8 @@ async fn serve(state: &AppState, request: Request) -> Result<Response, PollError
                 Method::DELETE => {
                     state.metrics.poll_request(PollKind::Close);
                     state.polls.remove(&session);
+                    // A GET still waiting (the client's other connection) is answered at once.
+                    session.close(close::NORMAL, "");
                     session.deleted.cancel();
                     Ok(StatusCode::NO_CONTENT.into_response())
                 }
