@@ -437,3 +437,19 @@ async fn a_client_that_only_sends_is_held_back_then_refused_503() {
     assert_eq!(post(&server, &sid, &["again"]).await.status, StatusCode::NO_CONTENT);
     assert_eq!(messages(&get(&server, &sid, true).await), ["AGAIN"]);
 }
+
+#[tokio::test]
+async fn delete_answers_a_waiting_poll_with_1000() {
+    let server = spawn_with(config()).await;
+    let sid = open_echo(&server).await;
+    let session = url(&server, &contract::session_path(&sid));
+    let waiting = {
+        let session = session.clone();
+        tokio::spawn(async move { request(Method::GET, &session, &[], "").await })
+    };
+    server.wait_for_metric("poll_requests_total{kind=\"long\"}", 2.0).await;
+    assert_eq!(request(Method::DELETE, &session, &[], "").await.status, StatusCode::NO_CONTENT);
+    let reply = waiting.await.expect("GET");
+    assert_eq!(contract::decode(&reply.body), Ok(vec![Item::Close(wire::close::NORMAL, "")]));
+    assert_eq!(get(&server, &sid, false).await.status, StatusCode::NOT_FOUND);
+}
