@@ -189,16 +189,17 @@ fn measure(root: &Path, release: &Path, pin: Pinning, plan: Plan, peer: Peer) ->
     generate_against(release, pin, &[(peer.url(addr), guard.pid())], &args)
 }
 
-/// The rows of the table: (figure key, label, format).
-const ROWS: &[(&str, &str, Format)] = &[
-    ("messages_per_server_cpu_second", "messages per server CPU-second", Format::Thousands),
-    ("messages_per_second", "messages per second", Format::Thousands),
-    ("rtt_p50_us", "p50 round trip (µs)", Format::Integer),
-    ("rtt_p99_us", "p99 round trip (µs)", Format::Integer),
-    ("rtt_mean_us", "mean round trip (µs)", Format::Integer),
-    ("server_cpu_seconds", "server CPU-seconds in the window", Format::Ratio),
-    ("generator_share", "load generator's share of its core", Format::Ratio),
-    ("requests_per_message", "HTTP requests per message", Format::Ratio),
+/// The rows of the table: (figure key, label, format, whether the WebSocket echo has the
+/// figure and ours ÷ Socket.IO means something).
+const ROWS: &[(&str, &str, Format, bool)] = &[
+    ("messages_per_server_cpu_second", "messages per server CPU-second", Format::Thousands, true),
+    ("messages_per_second", "messages per second", Format::Thousands, true),
+    ("rtt_p50_us", "p50 round trip (µs)", Format::Integer, true),
+    ("rtt_p99_us", "p99 round trip (µs)", Format::Integer, true),
+    ("rtt_mean_us", "mean round trip (µs)", Format::Integer, true),
+    ("server_cpu_seconds", "server CPU-seconds in the window", Format::Ratio, false),
+    ("generator_share", "load generator's share of its core", Format::Ratio, false),
+    ("requests_per_message", "HTTP requests per message", Format::Ratio, false),
 ];
 
 /// The markdown table of medians: ours and Socket.IO over polling, ours over WebSocket, and
@@ -212,17 +213,13 @@ fn table(results: &[Vec<Value>], websocket: &[Value]) -> Result<String> {
         names.join(" | ")
     )?;
     writeln!(out, "|---|{}---|---|", "---|".repeat(PEERS.len()))?;
-    for (key, label, format) in ROWS {
+    for (key, label, format, compared) in ROWS {
         let values: Vec<f64> = results.iter().map(|rounds| median(rounds, key)).collect();
         let shown: Vec<String> = values.iter().map(|v| format.show(*v)).collect();
-        let ws = match *key {
-            "generator_share" | "requests_per_message" | "server_cpu_seconds" => "–".to_owned(),
-            _ => format.show(median(websocket, key)),
-        };
-        let ratio = if values[1] > 0.0 && *key != "requests_per_message" {
-            format!("{:.2}×", values[0] / values[1])
+        let (ws, ratio) = if *compared && values[1] > 0.0 {
+            (format.show(median(websocket, key)), format!("{:.2}×", values[0] / values[1]))
         } else {
-            "–".to_owned()
+            ("–".to_owned(), "–".to_owned())
         };
         writeln!(out, "| {label} | {} | {ws} | {ratio} |", shown.join(" | "))?;
     }
