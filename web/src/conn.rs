@@ -1,14 +1,161 @@
-//! The socket side: gloo-net's WebSocket events as session [`Input`]s, and the room's JSON
-//! frames as room inputs.
+//! The connection side: [`Conn`], one connection over either transport (gloo-net's WebSocket
+//! or a long-polling [`Polling`] session) reporting the same session [`Input`]s; [`Probe`], a
+//! WebSocket tried beside a polling connection; and the room's JSON frames as room inputs.
 
 use std::ops::ControlFlow;
+use std::task::{Context, Poll};
 
 use futures_util::{Sink, SinkExt, StreamExt};
 use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::{Message, State, WebSocketError};
 
+use crate::poll::Polling;
 use crate::room;
 use crate::session::Input;
+
+/// One connection over either transport, as the state machines see it: [`Input::Opened`] at
+/// its first message, just before that message (a WebSocket that opens and then passes
+/// nothing is not open: see [`crate::link`]), then [`Input::Received`] for each message, and
+/// one [`Input::Closed`] at the end, also for a connection that never opened.
+pub struct Conn {
+    carrier: Carrier,
+    /// Whether `Opened` was reported.
+    opened: bool,
+    /// The first message, reported right after `Opened`.
+    held: Option<Input>,
+}
+
+enum Carrier {
+    WebSocket(WebSocket),
+    Polling(Polling),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let carrier = match &self.carrier {
+            Carrier::WebSocket(_) => "WebSocket",
+            Carrier::Polling(_) => "long polling",
+        };
+        f.debug_struct("Conn").field("carrier", &carrier).field("opened", &self.opened).finish()
+    }
+}
+
+impl Conn {
+    /// Starts connecting a WebSocket to `url`.
+    pub fn websocket(url: &str) -> Result<Self, OpenError> {
+        Ok(Self::new(Carrier::WebSocket(open(url)?)))
+    }
+
+    /// Opens a long-polling session of `app` under the polling `base`, with `query` (the
+    /// room's resume point, or empty).
+    pub fn polling(base: &str, app: wire::poll::Open, query: &str) -> Result<Self, OpenError> {
+        let polling = Polling::open(base, app, query).map_err(|error| OpenError(error.0))?;
+        Ok(Self::new(Carrier::Polling(polling)))
+    }
+
+    fn new(carrier: Carrier) -> Self {
+        Self { carrier, opened: false, held: None }
+    }
+
+    /// Sends `text` (the connection is open).
+    pub fn send(&mut self, text: String) {
+        match &mut self.carrier {
+            Carrier::WebSocket(socket) => send(socket, text),
+            Carrier::Polling(polling) => polling.send(&text),
+        }
+    }
+
+    /// Closes with `code` and `reason` (a polling session is deleted, whatever the code). No
+    /// close event comes back.
+    pub fn close(self, code: u16, reason: &str) {
+        match self.carrier {
+            Carrier::WebSocket(socket) => {
+                let _ = close_with(socket, code, reason);
+            }
+            Carrier::Polling(polling) => polling.close(),
+        }
+    }
+
+    /// The next input; `Ready(None)` once the connection has ended (after its close).
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input>> {
+        if let Some(first) = self.held.take() {
+            return Poll::Ready(Some(first));
+        }
+        loop {
+            let input = match &mut self.carrier {
+                Carrier::WebSocket(socket) => match socket.poll_next_unpin(cx) {
+                    Poll::Ready(Some(item)) => match to_input(item) {
+                        Some(input) => input,
+                        None => continue,
+                    },
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Carrier::Polling(polling) => match polling.poll_next(cx) {
+                    Poll::Ready(Some(input)) => input,
+                    other => return other,
+                },
+            };
+            if !self.opened && !matches!(input, Input::Closed { .. }) {
+                self.opened = true;
+                self.held = Some(input);
+                return Poll::Ready(Some(Input::Opened));
+            }
+            return Poll::Ready(Some(input));
+        }
+    }
+}
+
+/// A WebSocket opened beside a long-polling connection to see whether WebSocket gets through
+/// now. It reports its first message; then it is parked (its later messages wait in the
+/// socket's queue) until it becomes the connection ([`Probe::into_conn`]) or is dropped.
+pub struct Probe {
+    socket: WebSocket,
+    ready: bool,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe").field("ready", &self.ready).finish()
+    }
+}
+
+impl Probe {
+    pub fn open(url: &str) -> Result<Self, OpenError> {
+        Ok(Self { socket: open(url)?, ready: false })
+    }
+
+    /// Its first text message (`Ok`), or `Err(())` if it closed before one; pending forever
+    /// after either.
+    pub fn poll_first(&mut self, cx: &mut Context<'_>) -> Poll<Result<String, ()>> {
+        while !self.ready {
+            match self.socket.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Message::Text(text)))) => {
+                    self.ready = true;
+                    return Poll::Ready(Ok(text));
+                }
+                // An error event comes before the close; wait for the close.
+                Poll::Ready(Some(Err(WebSocketError::ConnectionError))) => {}
+                Poll::Ready(_) => {
+                    self.ready = true;
+                    return Poll::Ready(Err(()));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Pending
+    }
+
+    /// The probe as the connection, open (its first message was taken).
+    pub fn into_conn(self) -> Conn {
+        Conn { carrier: Carrier::WebSocket(self.socket), opened: true, held: None }
+    }
+
+    /// Closes it with 1000.
+    pub fn close(self) {
+        let _ = close(self.socket);
+    }
+}
 
 /// Why a connection could not even be attempted (a malformed URL, say).
 #[derive(Debug)]

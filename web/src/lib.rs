@@ -30,12 +30,11 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use futures_util::{SinkExt, StreamExt};
-
-use gloo_net::websocket::futures::WebSocket;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 
+use crate::conn::{Conn, Probe};
+use crate::link::Transport;
 use crate::page::Page;
 use crate::room::Room;
 use crate::room_page::RoomPage;
@@ -112,45 +111,91 @@ pub async fn run(page: Page, room_page: RoomPage, base: String, supported: bool,
     }
 }
 
-/// A socket and whether it is still connecting (its `poll_ready` has not completed yet).
-#[derive(Default)]
-struct Socket {
-    socket: Option<WebSocket>,
-    opening: bool,
+/// One application's connection (the echo's or the room's), over either transport, and the
+/// WebSocket probe beside it while it goes over long polling.
+struct Channel {
+    conn: Option<Conn>,
+    probe: Option<Probe>,
 }
 
-impl Socket {
-    fn open(&mut self, url: &str) -> Result<(), conn::OpenError> {
-        self.socket = Some(conn::open(url)?);
-        self.opening = true;
+/// What a [`Channel`] reports.
+enum Report {
+    Input(Input),
+    /// The probe's first message.
+    ProbeReady(String),
+    ProbeFailed,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Self { conn: None, probe: None }
+    }
+
+    /// Takes `conn` as the connection, closing any connection (and probe) there was.
+    fn open(&mut self, conn: Result<Conn, conn::OpenError>) -> Result<(), conn::OpenError> {
+        self.close(wire::close::NORMAL, "");
+        self.conn = Some(conn?);
         Ok(())
     }
 
     fn send(&mut self, text: String) {
-        if let Some(socket) = self.socket.as_mut() {
-            conn::send(socket, text);
+        if let Some(conn) = self.conn.as_mut() {
+            conn.send(text);
         }
     }
 
-    /// The next socket event, as an echo input.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input>> {
-        let Some(socket) = self.socket.as_mut() else { return Poll::Pending };
-        if self.opening {
-            match socket.poll_ready_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(ready) => {
-                    self.opening = false;
-                    if ready.is_ok() && conn::is_open(socket) {
-                        return Poll::Ready(Some(Input::Opened));
+    /// Closes the connection and the probe; no close event comes back.
+    fn close(&mut self, code: u16, reason: &str) {
+        self.drop_probe();
+        if let Some(conn) = self.conn.take() {
+            conn.close(code, reason);
+        }
+    }
+
+    fn probe(&mut self, url: &str) -> Result<(), conn::OpenError> {
+        self.drop_probe();
+        self.probe = Some(Probe::open(url)?);
+        Ok(())
+    }
+
+    fn drop_probe(&mut self) {
+        if let Some(probe) = self.probe.take() {
+            probe.close();
+        }
+    }
+
+    /// The ready probe becomes the connection, and the old one is closed. Returns false if
+    /// there was no probe (then there is no connection either).
+    fn switch(&mut self) -> bool {
+        let Some(probe) = self.probe.take() else {
+            self.close(wire::close::NORMAL, "");
+            return false;
+        };
+        if let Some(old) = self.conn.replace(probe.into_conn()) {
+            old.close(wire::close::NORMAL, "");
+        }
+        true
+    }
+
+    /// The next report from the probe or the connection.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Report>> {
+        if let Some(probe) = self.probe.as_mut() {
+            if let Poll::Ready(first) = probe.poll_first(cx) {
+                return Poll::Ready(Some(match first {
+                    Ok(text) => Report::ProbeReady(text),
+                    Err(()) => {
+                        self.probe = None;
+                        Report::ProbeFailed
                     }
-                }
+                }));
             }
         }
-        match socket.poll_next_unpin(cx) {
-            Poll::Ready(Some(item)) => Poll::Ready(conn::to_input(item)),
-            // Ended after its close event: nothing more will come from it.
+        let Some(conn) = self.conn.as_mut() else { return Poll::Pending };
+        match conn.poll_next(cx) {
+            Poll::Ready(Some(input)) => Poll::Ready(Some(Report::Input(input))),
+            // Ended after its close: nothing more will come from it.
             Poll::Ready(None) => {
-                self.socket = None;
+                self.conn = None;
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
@@ -158,16 +203,18 @@ impl Socket {
     }
 }
 
-/// What the loop owns: both state machines, the page, the sockets, and the browser's event
-/// sources.
+/// What the loop owns: both state machines, the page, the connections, and the browser's
+/// event sources.
 struct Driver {
     session: Session,
     room: Room,
     page: Page,
     room_page: RoomPage,
     base: String,
-    echo: Socket,
-    room_socket: Socket,
+    /// Where the polling sessions go ([`poll::base_beside`] the sockets).
+    poll_base: String,
+    echo: Channel,
+    room_conn: Channel,
     /// Inputs to handle before waiting again (some commands produce inputs themselves).
     pending: Vec<Event>,
     inbox: Inbox,
@@ -178,7 +225,9 @@ struct Driver {
 impl Driver {
     fn new(page: Page, room_page: RoomPage, base: String, seed: u64) -> Self {
         let inbox = Inbox::default();
+        let poll_base = poll::base_beside(&base).unwrap_or_default();
         Self {
+            poll_base,
             session: Session::new(seed),
             room: Room::new(seed.rotate_left(17) ^ 0x5DEE_CE66),
             _listeners: Listeners::attach(&page, &room_page, &inbox),
@@ -187,8 +236,8 @@ impl Driver {
             page,
             room_page,
             base,
-            echo: Socket::default(),
-            room_socket: Socket::default(),
+            echo: Channel::new(),
+            room_conn: Channel::new(),
             pending: Vec::new(),
         }
     }
@@ -221,66 +270,116 @@ impl Driver {
         self.alarm.set(wake.map(|at| (at - now()).clamp(0.0, 60_000.0) as i32));
     }
 
+    /// A connection over `transport` to the WebSocket endpoint at `path` (under the sockets'
+    /// base), or to a polling session of `app` with the path's query.
+    fn connect(&self, transport: Transport, path: &str, app: wire::poll::Open) -> ConnResult {
+        match transport {
+            Transport::WebSocket => Conn::websocket(&url::socket_url(&self.base, path)),
+            Transport::LongPolling => {
+                let query = path.split_once('?').map_or("", |(_, query)| query);
+                Conn::polling(&self.poll_base, app, query)
+            }
+        }
+    }
+
     fn execute(&mut self, command: Command) {
+        let url = url::socket_url(&self.base, wire::WS_PATH);
         match command {
-            Command::Open => {
-                let url = url::socket_url(&self.base, wire::WS_PATH);
-                if let Err(error) = self.echo.open(&url) {
-                    self.pending.push(Event::Echo(Input::Closed {
-                        code: wire::close::ABNORMAL,
-                        reason: error.0,
-                        clean: false,
-                    }));
+            Command::Open(transport) => {
+                let conn = self.connect(transport, wire::WS_PATH, wire::poll::Open::Echo);
+                if let Err(error) = self.echo.open(conn) {
+                    self.pending.push(Event::Echo(dropped(error)));
                 }
             }
             Command::Send(text) => self.echo.send(text),
             Command::Close => {
-                if let Some(socket) = self.echo.socket.take() {
-                    let _ = conn::close(socket);
-                }
-                // The socket is gone, and its close event with it: report it here.
+                self.echo.close(wire::close::NORMAL, "");
+                // The connection is gone, and its close event with it: report it here.
                 let code = wire::close::NORMAL;
                 let closed = Input::Closed { code, reason: String::new(), clean: true };
                 self.pending.push(Event::Echo(closed));
             }
             Command::Log(line) => report(self.page.append(&line)),
+            Command::Probe => {
+                if self.echo.probe(&url).is_err() {
+                    self.pending.push(Event::Echo(Input::ProbeFailed));
+                }
+            }
+            Command::DropProbe => self.echo.drop_probe(),
+            Command::Switch => {
+                if !self.echo.switch() {
+                    self.pending.push(Event::Echo(dropped(conn::OpenError("no probe".into()))));
+                }
+            }
         }
     }
 
     fn execute_room(&mut self, command: room::Command) {
         match command {
-            room::Command::Open(path) => {
-                if let Err(error) = self.room_socket.open(&url::socket_url(&self.base, &path)) {
-                    self.pending.push(Event::Room(room::Input::Closed {
-                        code: wire::close::ABNORMAL,
-                        reason: error.0,
-                        clean: false,
-                    }));
+            room::Command::Open(transport, path) => {
+                let conn = self.connect(transport, &path, wire::poll::Open::Room);
+                if let Err(error) = self.room_conn.open(conn) {
+                    self.pending.push(Event::Room(room_dropped(error)));
                 }
             }
-            room::Command::Send(text) => self.room_socket.send(text),
-            room::Command::Close(code, reason) => {
-                if let Some(socket) = self.room_socket.socket.take() {
-                    let _ = conn::close_with(socket, code, reason);
-                }
-            }
+            room::Command::Send(text) => self.room_conn.send(text),
+            room::Command::Close(code, reason) => self.room_conn.close(code, reason),
             room::Command::Log(entry) => report(self.room_page.append(&entry)),
+            room::Command::Probe(path) => {
+                if self.room_conn.probe(&url::socket_url(&self.base, &path)).is_err() {
+                    self.pending.push(Event::Room(room::Input::ProbeFailed));
+                }
+            }
+            room::Command::DropProbe => self.room_conn.drop_probe(),
+            room::Command::Switch => {
+                if !self.room_conn.switch() {
+                    let error = conn::OpenError("no probe".into());
+                    self.pending.push(Event::Room(room_dropped(error)));
+                }
+            }
         }
     }
 
-    /// The next input: from the page and the alarm (the inbox), or from either socket.
+    /// The next input: from the page and the alarm (the inbox), or from either connection
+    /// or probe.
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         if let Poll::Ready(event) = self.inbox.poll_pop(cx) {
             return Poll::Ready(Some(event));
         }
-        if let Poll::Ready(input) = self.echo.poll(cx) {
-            return Poll::Ready(input.map(Event::Echo));
+        if let Poll::Ready(report) = self.echo.poll(cx) {
+            return Poll::Ready(report.map(|report| {
+                Event::Echo(match report {
+                    Report::Input(input) => input,
+                    // The probe's greeting is not shown: the conversation goes on.
+                    Report::ProbeReady(_) => Input::ProbeReady,
+                    Report::ProbeFailed => Input::ProbeFailed,
+                })
+            }));
         }
-        match self.room_socket.poll(cx) {
-            Poll::Ready(input) => Poll::Ready(input.and_then(conn::room_input).map(Event::Room)),
-            Poll::Pending => Poll::Pending,
-        }
+        let Poll::Ready(report) = self.room_conn.poll(cx) else { return Poll::Pending };
+        Poll::Ready(report.and_then(|report| {
+            let input = match report {
+                Report::Input(input) => conn::room_input(input)?,
+                Report::ProbeReady(first) => match conn::decode_frame(&first) {
+                    Some(frame) => room::Input::ProbeReady(frame),
+                    None => room::Input::ProbeFailed,
+                },
+                Report::ProbeFailed => room::Input::ProbeFailed,
+            };
+            Some(Event::Room(input))
+        }))
     }
+}
+
+type ConnResult = Result<Conn, conn::OpenError>;
+
+/// The close a connection that could not even start reports.
+fn dropped(error: conn::OpenError) -> Input {
+    Input::Closed { code: wire::close::ABNORMAL, reason: error.0, clean: false }
+}
+
+fn room_dropped(error: conn::OpenError) -> room::Input {
+    room::Input::Closed { code: wire::close::ABNORMAL, reason: error.0, clean: false }
 }
 
 /// The page's and the browser's events, as inputs: the composer, the toggle button, going

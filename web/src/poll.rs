@@ -36,11 +36,9 @@ impl std::fmt::Display for FetchError {
 
 impl FetchError {
     fn from_js(error: JsValue) -> Self {
-        let text = match error.dyn_ref::<js_sys::Error>() {
-            Some(error) => error.message().into(),
-            None => error.as_string().unwrap_or_default(),
-        };
-        Self(text)
+        // Usually a `TypeError` ("Failed to fetch") or an `AbortError`: no detail worth its
+        // bytes in the bundle (the browser's console shows the failed request).
+        Self(error.as_string().unwrap_or_else(|| "no answer (network error, or aborted)".into()))
     }
 }
 
@@ -103,6 +101,14 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(byte & 15)].into());
     }
     out
+}
+
+/// The polling base beside a page's socket base ([`crate::url::socket_base`]): `ws://host/dir/`
+/// → `http://host/dir/poll/` (`wss:` → `https:`), where the echo's and the room's sessions
+/// live. (Cheaper in the bundle than [`wire::poll::base_for`], which takes any endpoint URL.)
+pub fn base_beside(socket_base: &str) -> Option<String> {
+    let rest = socket_base.strip_prefix("ws")?;
+    Some(format!("http{rest}{}", wire::poll::PREFIX.trim_start_matches('/')))
 }
 
 /// One polling session's address (`…/poll/SID`) and its requests. The id is new and random
@@ -253,11 +259,10 @@ impl std::fmt::Debug for Fut {
 }
 
 impl Polling {
-    /// Opens a session beside the WebSocket endpoint `ws_url` (its query, the room's resume
-    /// point, goes to the open request).
-    pub fn open(ws_url: &str, open: Open) -> Result<Self, FetchError> {
-        let endpoint = Endpoint::beside(ws_url)?;
-        let query = ws_url.split_once('?').map_or("", |(_, query)| query);
+    /// Opens a session of `open` under the polling `base`, with `query` (the room's resume
+    /// point, or empty).
+    pub fn open(base: &str, open: Open, query: &str) -> Result<Self, FetchError> {
+        let endpoint = Endpoint::new(base)?;
         let opening = Some(Fut(endpoint.open(open, query)));
         let (get, post, batch, ready) = (None, None, String::new(), VecDeque::new());
         Ok(Self { endpoint, opening, get, post, batch, ready, done: false })
@@ -312,8 +317,10 @@ impl Polling {
         let (code, reason, gone) = match reply {
             Ok(reply) => {
                 let (code, reason) = close_for(reply.status, &reply.body);
-                web_sys::console::warn_1(&format!("polling {request}: {reply:?}").into());
-                (code, reason, reply.status == 404)
+                let status = reply.status;
+                let line = format!("polling {request}: HTTP {status} {}", reply.body);
+                web_sys::console::warn_1(&line.into());
+                (code, reason, status == 404)
             }
             Err(error) => {
                 web_sys::console::warn_1(&format!("polling {request}: {error}").into());
@@ -416,6 +423,20 @@ mod tests {
                 _ => crate::session::CloseClass::Retry,
             };
             assert_eq!(class, expected, "{status}");
+        }
+    }
+
+    #[test]
+    fn the_polling_base_sits_beside_the_sockets() {
+        assert_eq!(base_beside("ws://h:1/").as_deref(), Some("http://h:1/poll/"));
+        assert_eq!(base_beside("wss://h/app/").as_deref(), Some("https://h/app/poll/"));
+        assert_eq!(base_beside("http://h/"), None);
+        // The same place wire's rule finds from the sockets' own URLs.
+        for base in ["ws://h:1/", "wss://h/app/"] {
+            for path in [wire::WS_PATH, wire::room::PATH] {
+                let socket = crate::url::socket_url(base, path);
+                assert_eq!(base_beside(base), wire::poll::base_for(&socket), "{socket}");
+            }
         }
     }
 

@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 use wire::close;
 use wire::room::Resume;
 
-use crate::link::{Link, Status};
+use crate::link::{Due, Link, Status, Transport};
 use crate::session::{classify, learned_limit, over_limit_line, preview, CloseClass, QUEUE_LIMIT};
 
 /// The room's wording; the end-to-end tests assert against these.
@@ -104,18 +104,33 @@ pub enum Input {
     Online(bool),
     Visible,
     Timer,
+    /// The WebSocket probe ([`Command::Probe`]) delivered its first frame, the `joined` it
+    /// would resume with.
+    ProbeReady(Frame),
+    /// The probe closed before its first frame, or that frame was not a `joined`.
+    ProbeFailed,
 }
 
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Open the room's socket at this path (`wire::room::path_with_resume`), relative to the
-    /// page's socket base.
-    Open(String),
+    /// Open the room's connection over this transport, for this WebSocket path
+    /// (`wire::room::path_with_resume`, relative to the page's socket base; long polling
+    /// opens beside it with the same resume query).
+    Open(Transport, String),
     Send(String),
-    /// Close the socket with this code and reason and forget it: no close event comes back.
+    /// Close the connection with this code and reason and forget it: no close event comes
+    /// back.
     Close(u16, &'static str),
     Log(Entry),
+    /// Open a WebSocket at this path beside the long-polling connection (see
+    /// [`crate::session::Command::Probe`]); park it after its first frame.
+    Probe(String),
+    /// Close the probe and forget it.
+    DropProbe,
+    /// Move onto the ready probe and close the long-polling session; the probe's frames after
+    /// its `joined` come next.
+    Switch,
 }
 
 /// One line of the room's log.
@@ -144,8 +159,9 @@ enum Phase {
     Joining,
     /// Without recovery: history up to `until`, in increasing order, last shown `shown`.
     History { until: u64, shown: Option<u64> },
-    /// Recovering the missed messages up to `until`; `count` so far.
-    CatchUp { until: u64, count: u64 },
+    /// Recovering the missed messages up to `until`; `count` so far. `quiet` after a move
+    /// from long polling to WebSocket: nothing was missed, so nothing is said.
+    CatchUp { until: u64, count: u64, quiet: bool },
     /// Every message must be the one after the resume point.
     Live,
 }
@@ -164,6 +180,11 @@ pub struct Room {
     outbox: VecDeque<String>,
     /// Sent on this connection, not yet back from the room.
     in_flight: VecDeque<String>,
+    /// The ready probe's `joined`, until it takes over.
+    probe_joined: Option<Frame>,
+    /// After a move onto a probe: messages up to here came by long polling already; the
+    /// probe's copies are skipped without a word.
+    skip_through: Option<u64>,
 }
 
 impl Room {
@@ -178,6 +199,8 @@ impl Room {
             limit: None,
             outbox: VecDeque::new(),
             in_flight: VecDeque::new(),
+            probe_joined: None,
+            skip_through: None,
         }
     }
 
@@ -186,7 +209,7 @@ impl Room {
         let mut out = Vec::new();
         match input {
             Input::Start { supported } => {
-                if self.link.start(supported) {
+                if self.link.start(supported, now) {
                     self.open(&mut out);
                 }
             }
@@ -194,7 +217,11 @@ impl Room {
                 self.link.opened(now);
                 self.phase = Phase::Joining;
             }
-            Input::Frame(frame) if self.link.is_open() => self.frame(frame, now, &mut out),
+            Input::Frame(frame) if self.link.is_open() => {
+                self.frame(frame, now, &mut out);
+                // The frame may have been the last reply a ready probe waited for.
+                self.switch_when_idle(now, &mut out);
+            }
             Input::Frame(_) => {}
             Input::Unreadable(text) => {
                 out.push(note(format!("Unreadable frame from the room: {}", preview(&text))))
@@ -202,20 +229,32 @@ impl Room {
             Input::Closed { code, reason, .. } => self.closed(code, reason, now, &mut out),
             Input::Compose(text) => self.compose(text, &mut out),
             Input::Online(online) => {
-                if self.link.on_online(online) {
+                if self.link.on_online(online, now) {
                     self.open(&mut out);
                 }
             }
             Input::Visible => {
-                if self.link.on_visible() {
+                if self.link.on_visible(now) {
                     self.open(&mut out);
                 }
             }
-            Input::Timer => {
-                if self.link.on_timer(now) {
-                    self.open(&mut out);
+            Input::Timer => match self.link.on_timer(now) {
+                Due::Open | Due::FallBack => self.open(&mut out),
+                Due::Probe => {
+                    out.push(Command::Probe(wire::room::path_with_resume(self.resume.as_ref())))
                 }
+                Due::DropProbe => out.push(Command::DropProbe),
+                Due::Nothing => {}
+            },
+            Input::ProbeReady(joined @ Frame::Joined { .. }) if self.link.probe_ready() => {
+                self.probe_joined = Some(joined);
+                self.switch_when_idle(now, &mut out);
             }
+            Input::ProbeReady(_) => {
+                self.link.probe_failed(now);
+                out.push(Command::DropProbe);
+            }
+            Input::ProbeFailed => self.link.probe_failed(now),
         }
         out
     }
@@ -255,10 +294,44 @@ impl Room {
         self.outbox.len()
     }
 
-    /// Opens a socket from the resume point (the link has just said to).
+    /// Opens a connection from the resume point (the link has just said to, and over what).
     fn open(&mut self, out: &mut Vec<Command>) {
         self.phase = Phase::Joining;
-        out.push(Command::Open(wire::room::path_with_resume(self.resume.as_ref())));
+        let path = wire::room::path_with_resume(self.resume.as_ref());
+        out.push(Command::Open(self.link.transport(), path));
+    }
+
+    /// Moves onto the ready probe once the room is joined and every message sent has come
+    /// back. The probe resumed from where the page was when it opened; what long polling
+    /// brought since is skipped on it, so nothing shows twice, and nothing is missed: the
+    /// probe has had every message after its resume point.
+    fn switch_when_idle(&mut self, now: f64, out: &mut Vec<Command>) {
+        let joined = !matches!(self.phase, Phase::Joining | Phase::CatchUp { .. });
+        if !(self.link.probe_is_ready() && joined && self.in_flight.is_empty()) {
+            return;
+        }
+        let Some(frame) = self.probe_joined.take() else { return };
+        self.link.switched(now);
+        out.push(Command::Switch);
+        match (frame, &self.resume) {
+            (Frame::Joined { you, epoch, offset, online, recovered: true }, Some(from))
+                if from.epoch == epoch =>
+            {
+                self.members = Some(online);
+                if !self.names.contains(&you) {
+                    self.names.push(you);
+                }
+                self.skip_through = Some(from.offset);
+                let until = offset.max(from.offset);
+                self.phase = if from.offset >= until {
+                    Phase::Live
+                } else {
+                    Phase::CatchUp { until, count: 0, quiet: true }
+                };
+            }
+            // The room changed under the probe (a new epoch, history gone): as any join.
+            (frame, _) => self.frame(frame, now, out),
+        }
     }
 
     fn frame(&mut self, frame: Frame, now: f64, out: &mut Vec<Command>) {
@@ -275,7 +348,7 @@ impl Room {
                     Some(from) if recovered && same_epoch => {
                         let until = offset.max(from.offset);
                         self.resume = Some(from);
-                        self.phase = Phase::CatchUp { until, count: 0 };
+                        self.phase = Phase::CatchUp { until, count: 0, quiet: false };
                         self.caught_up(out);
                     }
                     _ => {
@@ -315,6 +388,9 @@ impl Room {
         out: &mut Vec<Command>,
     ) {
         let Some(last) = self.resume.as_ref().map(|resume| resume.offset) else { return };
+        if self.skip_through.is_some_and(|through| offset <= through) {
+            return;
+        }
         match self.phase {
             Phase::Joining => return,
             Phase::History { until, shown } if offset <= until => {
@@ -343,7 +419,9 @@ impl Room {
                     resume.offset = offset;
                 }
                 self.phase = match phase {
-                    Phase::CatchUp { until, count } => Phase::CatchUp { until, count: count + 1 },
+                    Phase::CatchUp { until, count, quiet } => {
+                        Phase::CatchUp { until, count: count + 1, quiet }
+                    }
                     _ => Phase::Live,
                 };
             }
@@ -365,10 +443,12 @@ impl Room {
     /// Ends a catch-up whose last message has arrived: says what was recovered, sends what
     /// waited.
     fn caught_up(&mut self, out: &mut Vec<Command>) {
-        if let (Phase::CatchUp { until, count }, Some(resume)) = (self.phase, &self.resume) {
+        if let (Phase::CatchUp { until, count, quiet }, Some(resume)) = (self.phase, &self.resume) {
             if resume.offset >= until {
                 self.phase = Phase::Live;
-                out.push(note(lines::recovered(count)));
+                if !quiet {
+                    out.push(note(lines::recovered(count)));
+                }
                 self.flush(out);
             }
         }
@@ -412,6 +492,11 @@ impl Room {
         if !self.link.connected() {
             return;
         }
+        // A WebSocket that never delivered `joined`: blocked; the same attempt goes on over
+        // long polling, quietly.
+        if self.link.fall_back() {
+            return self.open(out);
+        }
         self.lost(code, reason, now, out);
     }
 
@@ -423,13 +508,17 @@ impl Room {
         }
         self.members = None;
         self.phase = Phase::Joining;
+        self.probe_joined = None;
+        self.skip_through = None;
         // Unacknowledged: first in line for the next connection, unless the room has them.
         for text in self.in_flight.drain(..).rev() {
             self.outbox.push_front(text);
         }
         let shown = if reason.is_empty() { code.to_string() } else { format!("{code} {reason}") };
         let limit = (code == close::MESSAGE_TOO_BIG).then(|| learned_limit(&reason)).flatten();
-        self.link.closed(code, reason, now);
+        if self.link.closed(code, reason, now) {
+            out.push(Command::DropProbe);
+        }
         match classify(code) {
             CloseClass::Stop => {
                 out.push(note(format!(
@@ -519,6 +608,8 @@ mod tests {
         Input::Frame(Frame::Message { offset, time: 1_700_000_000_000.0, from, text })
     }
 
+    const WS: Transport = Transport::WebSocket;
+
     fn closed(code: u16) -> Input {
         Input::Closed { code, reason: String::new(), clean: false }
     }
@@ -542,7 +633,7 @@ mod tests {
     fn reconnect(room: &mut Room, at: f64) -> String {
         room.handle(closed(close::GOING_AWAY), at);
         let out = room.handle(Input::Visible, at + 1.0);
-        let [Command::Open(path)] = &out[..] else { panic!("{out:?}") };
+        let [Command::Open(_, path)] = &out[..] else { panic!("{out:?}") };
         room.handle(Input::Opened, at + 2.0);
         path.clone()
     }
@@ -552,7 +643,7 @@ mod tests {
         let mut room = Room::new(1);
         assert_eq!(
             room.handle(Input::Start { supported: true }, 0.0),
-            [Command::Open("/ws/room".to_owned())]
+            [Command::Open(WS, "/ws/room".to_owned())]
         );
         room.handle(Input::Opened, 1.0);
         assert_eq!(room.status(), Status::Connecting, "open, but not joined yet");
@@ -674,7 +765,7 @@ mod tests {
         assert!(at <= 260.0);
         assert_eq!(
             room.handle(Input::Timer, 2_000.0),
-            [Command::Open("/ws/room?epoch=e1&offset=2".to_owned())]
+            [Command::Open(WS, "/ws/room?epoch=e1&offset=2".to_owned())]
         );
         // A close for the socket the page closed itself adds nothing.
         let mut room = joined_room();
@@ -749,6 +840,7 @@ mod tests {
             assert_eq!(room.view(100.0).presence, "", "no count while away");
             let Some(at) = room.link.reconnect_at() else { panic!("waiting") };
             room.handle(Input::Timer, at);
+            room.handle(Input::Opened, at);
         }
         // Offline: no retries until the browser is back online.
         let mut room = joined_room();
@@ -776,6 +868,11 @@ mod tests {
             delays.push((at - now).round() as u32);
             now = at;
             room.handle(Input::Timer, now);
+            // The WebSocket fails (long polling is tried at once), then long polling does.
+            assert!(matches!(
+                &room.handle(closed(close::ABNORMAL), now)[..],
+                [Command::Open(Transport::LongPolling, _)]
+            ));
             room.handle(closed(close::ABNORMAL), now);
         }
         let mut rng = Rng::new(1);
@@ -819,5 +916,162 @@ mod tests {
         let out = room.handle(Input::Unreadable("{\"type\":\"new\"}".into()), 1.0);
         assert_eq!(notes(&out), ["Unreadable frame from the room: {\"type\":\"new\"}"]);
         assert_eq!(room.status(), Status::Open);
+    }
+
+    const POLLING: Transport = Transport::LongPolling;
+
+    /// A room whose WebSocket was blocked, joined over long polling as `me` in `e1` with its
+    /// history ending at offset 2 (opened at t = 1).
+    fn polling_room() -> Room {
+        let mut room = Room::new(1);
+        room.handle(Input::Start { supported: true }, 0.0);
+        let out = room.handle(closed(close::ABNORMAL), 0.5);
+        assert_eq!(out, [Command::Open(POLLING, "/ws/room".to_owned())], "quietly");
+        room.handle(Input::Opened, 1.0);
+        let mut out = room.handle(joined("me", "e1", 2, false), 1.0);
+        out.extend(room.handle(message(1, "ann", "one"), 1.0));
+        out.extend(room.handle(message(2, "me", "two"), 1.0));
+        assert_eq!(notes(&out), ["Joined the room as me"]);
+        assert_eq!(shown(&out), ["1 ann: one", "2 me*: two"]);
+        room
+    }
+
+    /// Runs the probe of a polling room to its `joined` (as `me2`, at `top`), at the first
+    /// probe time; returns what that gave and the probe's path.
+    fn probe_joins(room: &mut Room, top: u64) -> (Vec<Command>, String) {
+        let at = 1.0 + crate::link::PROBE_FIRST_MS;
+        let out = room.handle(Input::Timer, at);
+        let [Command::Probe(path)] = &out[..] else { panic!("{out:?}") };
+        let ready = Input::ProbeReady(Frame::Joined {
+            you: "me2".into(),
+            epoch: "e1".into(),
+            offset: top,
+            online: 3,
+            recovered: true,
+        });
+        (room.handle(ready, at + 1.0), path.clone())
+    }
+
+    #[test]
+    fn a_blocked_websocket_falls_back_and_the_room_works_over_long_polling() {
+        let mut room = polling_room();
+        let view = room.view(2.0);
+        assert_eq!(view.status_text, "Open (long polling: WebSocket blocked)");
+        assert_eq!(view.presence, "2 online · you are me");
+        assert_eq!(sent(&room.handle(Input::Compose("hi".into()), 3.0)), ["hi"]);
+        // A silent WebSocket falls back at its deadline, with the same resume point.
+        let mut room = joined_room();
+        let path = reconnect(&mut room, 10.0);
+        assert_eq!(path, "/ws/room?epoch=e1&offset=2");
+        let mut room = joined_room();
+        room.handle(closed(close::GOING_AWAY), 10.0);
+        room.handle(Input::Visible, 11.0);
+        let deadline = 11.0 + crate::link::FIRST_FRAME_MS;
+        assert_eq!(room.wake_at(12.0), Some(deadline));
+        assert_eq!(
+            room.handle(Input::Timer, deadline),
+            [Command::Open(POLLING, "/ws/room?epoch=e1&offset=2".to_owned())]
+        );
+        room.handle(Input::Opened, deadline + 1.0);
+        let out = room.handle(joined("me", "e1", 3, true), deadline + 1.0);
+        assert!(notes(&out).is_empty(), "the count comes with the last one");
+        let out = room.handle(message(3, "bob", "missed"), deadline + 1.0);
+        assert_eq!(notes(&out), [lines::recovered(1)], "resumed over long polling");
+    }
+
+    #[test]
+    fn moving_back_skips_what_long_polling_brought_and_misses_nothing() {
+        let mut room = polling_room();
+        // While the probe opens, long polling brings 3, and "mine" is sent.
+        let at = 1.0 + crate::link::PROBE_FIRST_MS;
+        room.handle(message(3, "ann", "three"), at - 1.0);
+        assert_eq!(sent(&room.handle(Input::Compose("mine".into()), at - 1.0)), ["mine"]);
+        let (out, path) = probe_joins(&mut room, 3);
+        assert_eq!(path, "/ws/room?epoch=e1&offset=3", "from where the page was");
+        assert!(out.is_empty(), "not while \"mine\" is in flight: {out:?}");
+        // "mine" comes back over long polling (4): now the probe takes over.
+        let out = room.handle(message(4, "me", "mine"), at + 2.0);
+        assert_eq!(shown(&out), ["4 me*: mine"]);
+        assert_eq!(out.last(), Some(&Command::Switch));
+        assert_eq!(room.view(at + 2.0).status_text, "Open");
+        // The probe has everything after 3: 4 again (skipped without a word), then 5 and on.
+        let mut out = room.handle(message(4, "me", "mine"), at + 3.0);
+        out.extend(room.handle(message(5, "bob", "five"), at + 3.0));
+        assert_eq!(shown(&out), ["5 bob: five"]);
+        assert!(notes(&out).is_empty(), "{out:?}");
+        assert_eq!(room.resume(), resume("e1", 5).as_ref());
+        assert_eq!(room.view(at + 3.0).presence, "3 online · you are me2");
+        // Sent over the WebSocket now, and acknowledged under either name.
+        assert_eq!(sent(&room.handle(Input::Compose("after".into()), at + 4.0)), ["after"]);
+        assert_eq!(shown(&room.handle(message(6, "me2", "after"), at + 5.0)), ["6 me2*: after"]);
+        assert_eq!(room.wake_at(at + 5.0), None, "no more probes");
+    }
+
+    #[test]
+    fn a_probe_that_joined_before_the_last_polled_messages_catches_up_quietly() {
+        let mut room = polling_room();
+        // The probe joined when the room's top was 5; long polling had only 2 then.
+        let (out, _) = probe_joins(&mut room, 5);
+        assert_eq!(out, [Command::Switch], "nothing in flight: at once");
+        let mut out = Vec::new();
+        for (offset, text) in [(3, "a"), (4, "b"), (5, "c"), (6, "live")] {
+            out.extend(room.handle(message(offset, "ann", text), 20_000.0));
+        }
+        assert_eq!(shown(&out), ["3 ann: a", "4 ann: b", "5 ann: c", "6 ann: live"]);
+        assert!(notes(&out).is_empty(), "a move, not a reconnect: {out:?}");
+        // Typed during the catch-up: sent once it is over.
+        let mut room = polling_room();
+        probe_joins(&mut room, 4);
+        let out = room.handle(Input::Compose("during".into()), 20_000.0);
+        assert_eq!(notes(&out), ["Message is queued: during"]);
+        room.handle(message(3, "ann", "a"), 20_001.0);
+        assert_eq!(sent(&room.handle(message(4, "ann", "b"), 20_001.0)), ["during"]);
+        // A gap on the probe is a gap: recovered by reconnecting.
+        let mut room = polling_room();
+        probe_joins(&mut room, 5);
+        let out = room.handle(message(4, "ann", "b"), 20_000.0);
+        assert!(out.contains(&Command::Close(close::NORMAL, lines::GAP_REASON)), "{out:?}");
+    }
+
+    #[test]
+    fn a_probe_into_a_changed_room_is_reported_like_any_join() {
+        let mut room = polling_room();
+        let at = 1.0 + crate::link::PROBE_FIRST_MS;
+        room.handle(Input::Timer, at);
+        let out = room.handle(
+            Input::ProbeReady(Frame::Joined {
+                you: "me2".into(),
+                epoch: "e2".into(),
+                offset: 0,
+                online: 1,
+                recovered: false,
+            }),
+            at,
+        );
+        assert_eq!(out[0], Command::Switch);
+        assert_eq!(notes(&out), [lines::RESET]);
+        assert_eq!(room.resume(), resume("e2", 0).as_ref());
+        // A probe whose first frame is not `joined` failed.
+        let mut room = polling_room();
+        room.handle(Input::Timer, at);
+        let out = room.handle(Input::ProbeReady(Frame::Presence { online: 2 }), at + 1.0);
+        assert_eq!(out, [Command::DropProbe]);
+        assert_eq!(room.wake_at(at + 1.0), Some(at + 1.0 + 2.0 * crate::link::PROBE_FIRST_MS));
+        // The polling connection drops while the probe waits: both go, and the reconnect
+        // resumes over WebSocket first.
+        let mut room = polling_room();
+        room.handle(Input::Compose("in flight".into()), 2.0);
+        let (out, _) = probe_joins(&mut room, 2);
+        assert!(out.is_empty());
+        let out = room.handle(closed(close::ABNORMAL), at + 2.0);
+        assert!(out.contains(&Command::DropProbe), "{out:?}");
+        let out = room.handle(Input::Visible, at + 3.0);
+        assert_eq!(out, [Command::Open(WS, "/ws/room?epoch=e1&offset=2".to_owned())]);
+        room.handle(Input::Opened, at + 4.0);
+        let out = room.handle(joined("me3", "e1", 3, true), at + 4.0);
+        assert!(sent(&out).is_empty());
+        let out = room.handle(message(3, "me", "in flight"), at + 4.0);
+        assert!(sent(&out).is_empty(), "the room had it: not sent again");
+        assert_eq!(notes(&out), [lines::recovered(1)]);
     }
 }

@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 
 use wire::close;
 
-use crate::link::Link;
-pub use crate::link::Status;
+use crate::link::{Due, Link};
+pub use crate::link::{Status, Transport};
 
 /// The page's wording. The tutorial's lines are its own, exactly; the end-to-end tests assert
 /// against these.
@@ -45,7 +45,7 @@ pub const RTT_HISTORY: usize = 30;
 pub enum Input {
     /// The page started; the browser has (or lacks) the WebSocket API.
     Start { supported: bool },
-    /// The socket is open.
+    /// The connection is open: its first message has arrived (and comes next).
     Opened,
     /// A text message arrived.
     Received(String),
@@ -65,17 +65,30 @@ pub enum Input {
     Visible,
     /// The time [`Session::wake_at`] asked for has come.
     Timer,
+    /// The WebSocket probe ([`Command::Probe`]) delivered the server's greeting (which the
+    /// driver keeps: the conversation goes on, it does not start again).
+    ProbeReady,
+    /// The probe closed before its greeting.
+    ProbeFailed,
 }
 
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Open a new socket (replacing any old one).
-    Open,
-    /// Send this text on the open socket.
+    /// Open a new connection over this transport (replacing any old one).
+    Open(Transport),
+    /// Send this text on the open connection.
     Send(String),
-    /// Close the open socket with 1000 (the user asked).
+    /// Close the open connection with 1000 (the user asked).
     Close,
+    /// Open a WebSocket beside the long-polling connection, to see whether WebSocket gets
+    /// through now; report [`Input::ProbeReady`] or [`Input::ProbeFailed`].
+    Probe,
+    /// Close the probe and forget it.
+    DropProbe,
+    /// Move onto the ready probe: it becomes the connection, and the long-polling session is
+    /// closed (nothing is in flight on it).
+    Switch,
     /// Add a line to the log.
     Log(Line),
 }
@@ -222,7 +235,7 @@ impl Session {
         let mut out = Vec::new();
         match input {
             Input::Start { supported } => {
-                if self.link.start(supported) {
+                if self.link.start(supported, now) {
                     out.push(log(Kind::System, lines::SUPPORTED));
                     self.open(&mut out);
                 } else {
@@ -260,25 +273,34 @@ impl Session {
                 }
             }
             Input::Connect => {
-                if self.link.connect() {
+                if self.link.connect(now) {
                     self.open(&mut out);
                 }
             }
             Input::Online(online) => {
-                if self.link.on_online(online) {
+                if self.link.on_online(online, now) {
                     self.open(&mut out);
                 }
             }
             Input::Visible => {
-                if self.link.on_visible() {
+                if self.link.on_visible(now) {
                     self.open(&mut out);
                 }
             }
-            Input::Timer => {
-                if self.link.on_timer(now) {
-                    self.open(&mut out);
+            Input::Timer => match self.link.on_timer(now) {
+                Due::Open | Due::FallBack => self.open(&mut out),
+                Due::Probe => out.push(Command::Probe),
+                Due::DropProbe => out.push(Command::DropProbe),
+                Due::Nothing => {}
+            },
+            Input::ProbeReady => {
+                if self.link.probe_ready() {
+                    self.switch_when_idle(now, &mut out);
+                } else {
+                    out.push(Command::DropProbe);
                 }
             }
+            Input::ProbeFailed => self.link.probe_failed(now),
         }
         out
     }
@@ -311,10 +333,19 @@ impl Session {
         self.outbox.len()
     }
 
-    /// Opens a socket (the link has just said to).
+    /// Opens a connection (the link has just said to, and over what).
     fn open(&mut self, out: &mut Vec<Command>) {
         self.user_closing = false;
-        out.push(Command::Open);
+        out.push(Command::Open(self.link.transport()));
+    }
+
+    /// Moves onto a ready probe once every message sent has its reply, so that no reply is
+    /// left on the old connection and the pairing of replies stays in order.
+    fn switch_when_idle(&mut self, now: f64, out: &mut Vec<Command>) {
+        if self.link.probe_is_ready() && self.in_flight.is_empty() {
+            self.link.switched(now);
+            out.push(Command::Switch);
+        }
     }
 
     fn send(&mut self, message: Outgoing, now: f64, out: &mut Vec<Command>) {
@@ -348,6 +379,7 @@ impl Session {
             self.rtts.push(rtt);
         }
         out.push(Command::Log(line));
+        self.switch_when_idle(now, out);
     }
 
     fn compose(&mut self, text: String, now: f64, out: &mut Vec<Command>) {
@@ -374,6 +406,11 @@ impl Session {
         if !self.link.connected() {
             return;
         }
+        // A WebSocket that never delivered the greeting: blocked; the same attempt goes on
+        // over long polling, with no line (nothing was sent on it).
+        if !self.user_closing && self.link.fall_back() {
+            return self.open(out);
+        }
         if !self.close_logged {
             self.close_logged = true;
             out.push(log(Kind::System, lines::CLOSED));
@@ -388,7 +425,9 @@ impl Session {
         // A 1009 names the limit: the blamed message is the first one over it (and any other
         // over it would only be refused again). Otherwise: the oldest.
         let limit = (code == close::MESSAGE_TOO_BIG).then(|| learned_limit(&reason)).flatten();
-        self.link.closed(code, reason, now);
+        if self.link.closed(code, reason, now) {
+            out.push(Command::DropProbe);
+        }
         if self.user_closing {
             self.link.stop(None);
             return;
@@ -464,6 +503,18 @@ mod tests {
             .collect()
     }
 
+    const WS: Transport = Transport::WebSocket;
+    const POLLING: Transport = Transport::LongPolling;
+
+    /// A reconnect attempt that fails on both transports at `now`: the WebSocket closes before
+    /// its greeting (the same attempt goes on over long polling), then long polling fails too.
+    /// Returns what the second close gave.
+    fn fail_attempt(session: &mut Session, now: f64) -> Vec<Command> {
+        let out = session.handle(closed(close::ABNORMAL), now);
+        assert_eq!(out, [Command::Open(POLLING)], "falls back at once, quietly");
+        session.handle(closed(close::ABNORMAL), now)
+    }
+
     fn closed(code: u16) -> Input {
         Input::Closed { code, reason: String::new(), clean: false }
     }
@@ -500,7 +551,7 @@ mod tests {
             ]
         );
         assert_eq!(sent(&commands), [wire::HELLO]);
-        assert_eq!(commands[1], Command::Open);
+        assert_eq!(commands[1], Command::Open(WS));
         assert_eq!(session.status(), Status::Open);
         assert_eq!(session.view(13.0).rtts, [3], "Hello's reply is paired with it");
     }
@@ -552,7 +603,7 @@ mod tests {
         );
         assert!(view.can_disconnect);
         // Within the first window (1 s), the timer opens a new socket.
-        assert_eq!(session.handle(Input::Timer, 2_000.0), [Command::Open]);
+        assert_eq!(session.handle(Input::Timer, 2_000.0), [Command::Open(WS)]);
         assert_eq!(session.status(), Status::Connecting);
     }
 
@@ -566,8 +617,8 @@ mod tests {
             let Some(at) = session.link.reconnect_at() else { panic!("waiting") };
             delays.push((at - now).round() as u32);
             now = at;
-            assert_eq!(session.handle(Input::Timer, now), [Command::Open]);
-            session.handle(closed(close::ABNORMAL), now);
+            assert_eq!(session.handle(Input::Timer, now), [Command::Open(WS)]);
+            fail_attempt(&mut session, now);
         }
         // The same as the generator's own schedule for this seed: one window per failure.
         let mut rng = Rng::new(1);
@@ -664,7 +715,7 @@ mod tests {
             let text = session.view(7.0).status_text;
             assert!(text.ends_with("not reconnecting: retrying cannot help"), "{text}");
             // The user can still try.
-            assert_eq!(session.handle(Input::Connect, 8.0), [Command::Open]);
+            assert_eq!(session.handle(Input::Connect, 8.0), [Command::Open(WS)]);
         }
     }
 
@@ -691,7 +742,7 @@ mod tests {
         assert!(session.handle(Input::Timer, 60_000.0).is_empty());
         assert!(session.handle(Input::Online(true), 60_000.0).is_empty());
         // Connect resends what was unanswered.
-        assert_eq!(session.handle(Input::Connect, 60_001.0), [Command::Open]);
+        assert_eq!(session.handle(Input::Connect, 60_001.0), [Command::Open(WS)]);
         let out = session.handle(Input::Opened, 60_002.0);
         assert_eq!(sent(&out), ["pending"]);
     }
@@ -714,14 +765,14 @@ mod tests {
         assert_eq!(session.wake_at(1.0), None, "no retries while offline");
         assert!(session.handle(Input::Timer, 100_000.0).is_empty());
         assert!(session.view(2.0).status_text.contains("offline"));
-        assert_eq!(session.handle(Input::Online(true), 100_001.0), [Command::Open]);
+        assert_eq!(session.handle(Input::Online(true), 100_001.0), [Command::Open(WS)]);
     }
 
     #[test]
     fn a_visible_tab_reconnects_at_once() {
         let mut session = open_session();
         session.handle(closed(close::ABNORMAL), 0.0);
-        assert_eq!(session.handle(Input::Visible, 1.0), [Command::Open]);
+        assert_eq!(session.handle(Input::Visible, 1.0), [Command::Open(WS)]);
         // Visible while open changes nothing.
         session.handle(Input::Opened, 2.0);
         assert!(session.handle(Input::Visible, 3.0).is_empty());
@@ -809,7 +860,7 @@ mod tests {
     fn a_failed_first_connection_retries_without_logging_an_open() {
         let mut session = Session::new(3);
         session.handle(Input::Start { supported: true }, 0.0);
-        let out = session.handle(closed(close::ABNORMAL), 5.0);
+        let out = fail_attempt(&mut session, 5.0);
         assert_eq!(logged(&out), [lines::CLOSED]);
         assert_eq!(session.status(), Status::Reconnecting);
     }
@@ -819,8 +870,8 @@ mod tests {
         let mut session = open_session();
         assert_eq!(logged(&session.handle(closed(close::GOING_AWAY), 0.0)), [lines::CLOSED]);
         for at in [10_000.0, 30_000.0] {
-            assert_eq!(session.handle(Input::Timer, at), [Command::Open]);
-            assert!(logged(&session.handle(closed(close::ABNORMAL), at)).is_empty());
+            assert_eq!(session.handle(Input::Timer, at), [Command::Open(WS)]);
+            assert!(logged(&fail_attempt(&mut session, at)).is_empty());
         }
         session.handle(Input::Visible, 40_000.0);
         session.handle(Input::Opened, 40_000.0);
@@ -840,5 +891,178 @@ mod tests {
         let long = "é".repeat(100);
         assert_eq!(preview(&long), format!("{}…", "é".repeat(80)));
         assert_eq!(preview(&"x".repeat(80)), "x".repeat(80));
+    }
+
+    /// A session that fell back to long polling at t = 0 (its WebSocket closed before the
+    /// greeting) and has been greeted over it at t = 10.
+    fn polling_session() -> Session {
+        let mut session = Session::new(1);
+        session.handle(Input::Start { supported: true }, 0.0);
+        assert_eq!(session.handle(closed(close::ABNORMAL), 0.0), [Command::Open(POLLING)]);
+        session.handle(Input::Opened, 8.0);
+        session.handle(Input::Received(wire::WELCOME.into()), 9.0);
+        session.handle(Input::Received(wire::reply(wire::HELLO)), 10.0);
+        session
+    }
+
+    #[test]
+    fn a_blocked_websocket_falls_back_and_the_log_reads_like_the_tutorial() {
+        for blocked in [
+            // The upgrade refused or stripped: the socket closes before it opens.
+            |session: &mut Session| session.handle(closed(close::ABNORMAL), 50.0),
+            // The upgrade answered, then nothing: the first-message deadline passes.
+            |session: &mut Session| {
+                assert_eq!(session.wake_at(1.0), Some(crate::link::FIRST_FRAME_MS));
+                assert!(session.handle(Input::Timer, crate::link::FIRST_FRAME_MS - 1.0).is_empty());
+                session.handle(Input::Timer, crate::link::FIRST_FRAME_MS)
+            },
+        ] {
+            let mut session = Session::new(1);
+            let mut all = session.handle(Input::Start { supported: true }, 0.0);
+            assert_eq!(all[1], Command::Open(WS));
+            let out = blocked(&mut session);
+            assert_eq!(out, [Command::Open(POLLING)], "at once, without a line");
+            assert_eq!(
+                session.view(60.0).status_text,
+                "Connecting (long polling: WebSocket blocked) ..."
+            );
+            all.extend(out);
+            for (input, at) in [
+                (Input::Opened, 3_100.0),
+                (Input::Received(wire::WELCOME.into()), 3_101.0),
+                (Input::Received(wire::reply(wire::HELLO)), 3_105.0),
+            ] {
+                all.extend(session.handle(input, at));
+            }
+            assert_eq!(
+                logged(&all),
+                [
+                    lines::SUPPORTED,
+                    lines::OPENED,
+                    "Message is received: Welcome!",
+                    "Message is received: HELLO THERE!"
+                ]
+            );
+            assert_eq!(sent(&all), [wire::HELLO], "Hello once, over long polling");
+            assert_eq!(session.status(), Status::Open);
+            assert_eq!(session.view(3_105.0).status_text, "Open (long polling: WebSocket blocked)");
+            assert_eq!(session.view(3_105.0).rtts, [5]);
+        }
+    }
+
+    #[test]
+    fn the_queue_resend_and_reconnect_rules_hold_over_long_polling() {
+        let mut session = polling_session();
+        session.handle(Input::Compose("answered".into()), 20.0);
+        session.handle(Input::Received("ANSWERED".into()), 21.0);
+        session.handle(Input::Compose("lost".into()), 22.0);
+        // The polling session expires (404: a dropped connection).
+        let out = session.handle(closed(close::ABNORMAL), 23.0);
+        assert_eq!(logged(&out), [lines::CLOSED]);
+        assert_eq!(session.status(), Status::Reconnecting);
+        let out = session.handle(Input::Compose("typed later".into()), 24.0);
+        assert_eq!(logged(&out), ["Message is queued: typed later"]);
+        // The reconnect tries WebSocket first, and gets through this time.
+        assert_eq!(session.handle(Input::Visible, 25.0), [Command::Open(WS)]);
+        let out = session.handle(Input::Opened, 26.0);
+        assert_eq!(sent(&out), ["lost", "typed later"]);
+        assert_eq!(
+            logged(&out),
+            [lines::OPENED, "Message is sent again: lost", "Message is sent: typed later"]
+        );
+        assert_eq!(session.view(26.0).status_text, "Open");
+        // A refusal over polling (413, as 1009 with the server's reason) drops the message.
+        let mut session = polling_session();
+        session.handle(Input::Compose("x".repeat(2000)), 30.0);
+        let (code, reason) = crate::poll::close_for(413, &close::reason_too_big(1000));
+        let out = session.handle(Input::Closed { code, reason, clean: false }, 31.0);
+        assert!(logged(&out)[1].starts_with("Message is dropped, the server refused it (1009"));
+        assert_eq!(session.queued(), 0);
+        // A 403 stops, as a 1008 would.
+        let mut session = polling_session();
+        let (code, reason) = crate::poll::close_for(403, "origin not allowed");
+        session.handle(Input::Closed { code, reason, clean: false }, 40.0);
+        assert_eq!(session.status(), Status::Closed);
+    }
+
+    #[test]
+    fn moving_back_waits_for_the_replies_then_switches_without_a_line() {
+        let mut session = polling_session();
+        let probe_at = 8.0 + crate::link::PROBE_FIRST_MS;
+        assert_eq!(session.wake_at(100.0), Some(probe_at));
+        session.handle(Input::Compose("one".into()), probe_at - 5.0);
+        assert_eq!(session.handle(Input::Timer, probe_at), [Command::Probe]);
+        // The probe is greeted while "one" waits for its reply on long polling: no move yet.
+        assert!(session.handle(Input::ProbeReady, probe_at + 10.0).is_empty());
+        assert_eq!(
+            session.view(probe_at + 10.0).status_text,
+            "Open (long polling: WebSocket blocked)"
+        );
+        let out = session.handle(Input::Received("ONE".into()), probe_at + 15.0);
+        assert_eq!(logged(&out), ["Message is received: ONE"]);
+        assert_eq!(out.last(), Some(&Command::Switch), "once the reply is in");
+        assert_eq!(session.status(), Status::Open);
+        assert_eq!(session.view(probe_at + 15.0).status_text, "Open");
+        assert_eq!(session.view(probe_at + 15.0).rtts.last(), Some(&20));
+        // The conversation goes on over the WebSocket: no greeting again, replies pair up.
+        let out = session.handle(Input::Compose("two".into()), probe_at + 20.0);
+        assert_eq!(
+            (logged(&out), sent(&out)),
+            (vec!["Message is sent: two".to_owned()], vec!["two".to_owned()])
+        );
+        let out = session.handle(Input::Received("TWO".into()), probe_at + 23.0);
+        assert_eq!(logged(&out), ["Message is received: TWO"]);
+        assert_eq!(session.view(probe_at + 23.0).rtts.last(), Some(&3));
+        assert_eq!(session.wake_at(probe_at + 23.0), None, "no more probes");
+        // A later drop reconnects over WebSocket and logs as always.
+        let out = session.handle(closed(close::GOING_AWAY), probe_at + 30.0);
+        assert_eq!(logged(&out), [lines::CLOSED]);
+    }
+
+    #[test]
+    fn a_failed_probe_leaves_long_polling_alone_and_a_drop_forgets_the_probe() {
+        let mut session = polling_session();
+        let probe_at = 8.0 + crate::link::PROBE_FIRST_MS;
+        session.handle(Input::Timer, probe_at);
+        assert!(session.handle(Input::ProbeFailed, probe_at + 1.0).is_empty());
+        assert_eq!(
+            session.view(probe_at + 1.0).status_text,
+            "Open (long polling: WebSocket blocked)"
+        );
+        let next = session.wake_at(probe_at + 1.0).expect("another probe");
+        assert_eq!(next - (probe_at + 1.0), 2.0 * crate::link::PROBE_FIRST_MS);
+        // A probe that stays silent is dropped at its deadline.
+        assert_eq!(session.handle(Input::Timer, next), [Command::Probe]);
+        let deadline = next + crate::link::FIRST_FRAME_MS;
+        assert_eq!(session.handle(Input::Timer, deadline), [Command::DropProbe]);
+        // A greeting from a probe nobody waits for: dropped.
+        assert_eq!(session.handle(Input::ProbeReady, deadline + 1.0), [Command::DropProbe]);
+        // The polling connection drops while a probe is under way: the probe goes too.
+        let at = session.wake_at(deadline + 1.0).expect("another probe");
+        session.handle(Input::Timer, at);
+        let out = session.handle(closed(close::ABNORMAL), at + 1.0);
+        assert!(out.contains(&Command::DropProbe), "{out:?}");
+        assert_eq!(logged(&out), [lines::CLOSED]);
+        assert_eq!(session.handle(Input::ProbeReady, at + 2.0), [Command::DropProbe]);
+    }
+
+    #[test]
+    fn disconnect_while_on_long_polling_stops_without_falling_back_again() {
+        let mut session = polling_session();
+        assert_eq!(session.handle(Input::Disconnect, 20.0), [Command::Close]);
+        session.handle(
+            Input::Closed { code: close::NORMAL, reason: String::new(), clean: true },
+            21.0,
+        );
+        assert_eq!(session.status(), Status::Closed);
+        // Connect starts with WebSocket again; closing it while it connects does not fall back.
+        assert_eq!(session.handle(Input::Connect, 22.0), [Command::Open(WS)]);
+        assert_eq!(session.handle(Input::Disconnect, 23.0), [Command::Close]);
+        let out = session.handle(
+            Input::Closed { code: close::NORMAL, reason: String::new(), clean: true },
+            24.0,
+        );
+        assert!(!out.iter().any(|c| matches!(c, Command::Open(_))), "{out:?}");
+        assert_eq!(session.status(), Status::Closed);
     }
 }
