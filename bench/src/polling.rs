@@ -89,6 +89,9 @@ pub struct PollingResult {
     /// Wrong or missing replies, failed requests: each stops its session.
     errors: u64,
     first_error: Option<String>,
+    /// How long opening every session took, and closing them after the window.
+    open_seconds: f64,
+    close_seconds: f64,
 }
 
 /// One HTTP/1.1 connection, kept alive and opened again if the server closed it between
@@ -433,12 +436,14 @@ async fn talk(
 /// server's CPU time from `/proc` at the window's edges, every reply checked.
 pub async fn polling(plan: Plan) -> Result<PollingResult> {
     let endpoint = Endpoint::new(plan.protocol, &plan.url)?;
+    let opening = Instant::now();
     let mut sessions = Vec::with_capacity(plan.connections);
     for c in 0..plan.connections {
         let session = Session::open(plan.protocol, &endpoint).await;
         sessions
             .push(session.with_context(|| format!("session {} of {}", c + 1, plan.connections))?);
     }
+    let open_seconds = opening.elapsed().as_secs_f64();
     let counted_from = Instant::now() + plan.warmup;
     let deadline = counted_from + plan.window;
     // One task per session, as the WebSocket echo does, so that tokio serves them in turn.
@@ -461,7 +466,9 @@ pub async fn polling(plan: Plan) -> Result<PollingResult> {
     let after = cpu::Snapshot::take(plan.server_pid)?;
     // Closed after the window, as a page that leaves does: a session left open would hold
     // the server's shutdown for its grace, waiting for a GET to hand the close to.
+    let closing = Instant::now();
     let closed = futures_util::future::join_all(sessions.into_iter().map(Session::close)).await;
+    let close_seconds = closing.elapsed().as_secs_f64();
     for (tally, closed) in tallies.iter_mut().zip(closed) {
         if let Err(error) = closed {
             tally.errors += 1;
@@ -497,6 +504,8 @@ pub async fn polling(plan: Plan) -> Result<PollingResult> {
         reopened: tallies.iter().map(|t| t.reopened).sum(),
         errors: tallies.iter().map(|t| t.errors).sum(),
         first_error: tallies.iter().find_map(|t| t.first_error.clone()),
+        open_seconds,
+        close_seconds,
     })
 }
 

@@ -144,7 +144,7 @@ fn summary(result: &Value) -> String {
     format!(
         "{:.0} messages in {:.2} s, {:.0}/s, {:.0} per server CPU-second (server {:.2} s, load \
          generator {:.2} s), p50 {:.2} ms, p99 {:.2} ms, {:.2} requests per message, {:.0} \
-         connections reopened, {:.0} errors{}",
+         connections reopened, {:.0} errors{}; opened in {:.2} s, closed in {:.2} s",
         number(result, "messages"),
         number(result, "seconds"),
         number(result, "messages_per_second"),
@@ -161,6 +161,8 @@ fn summary(result: &Value) -> String {
             .and_then(Value::as_str)
             .map(|e| format!(" (first: {e})"))
             .unwrap_or_default(),
+        number(result, "open_seconds"),
+        number(result, "close_seconds"),
     )
 }
 
