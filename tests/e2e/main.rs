@@ -8,6 +8,7 @@
 
 mod client;
 mod client_polling;
+mod compare;
 mod deploy;
 mod page;
 mod room_page;

@@ -11,7 +11,7 @@
 //! - **messages/s**: N divided by the time from the first message sent to the last reply
 //!   received (opening the connection or session and reading the greeting are not in it).
 //! - **median / p95 RTT**: per message, from just before it is sent to its reply's arrival;
-//!   p95 by nearest rank.
+//!   both by nearest rank (the median of an even count is the lower middle value).
 //! - **HTTP requests**: polling, every fetch of the run (the open, each POST and GET, the
 //!   DELETE); WebSocket, 1 (the upgrade).
 //! - **bytes per message**: every byte of the run in both directions, headers included,
@@ -20,8 +20,6 @@
 //!   as the server reports it ([`wire::poll::HEADER_REQUEST_HEAD_BYTES`]). WebSocket: the
 //!   RFC 6455 frames of the run, exactly ([`frame_len`]: greeting, messages, replies and the
 //!   closing handshake); the one-time opening handshake (the HTTP upgrade) is left out.
-
-use crate::chart;
 
 /// How many messages each transport carries unless the page says otherwise.
 pub const DEFAULT_COUNT: u32 = 50;
@@ -85,11 +83,15 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The settings from the page's two fields: a number out of range is brought into it, and
-    /// anything that is not a number gives the default.
-    pub fn parse(count: &str, interval_ms: &str) -> Self {
-        let number = |text: &str, default, min, max| {
-            text.trim().parse::<u32>().map_or(default, |n: u32| n.clamp(min, max))
+    /// The settings from the page's two number fields (`valueAsNumber`): a number out of range
+    /// is brought into it, and anything that is not a number (NaN) gives the default.
+    pub fn from_fields(count: f64, interval_ms: f64) -> Self {
+        let number = |value: f64, default, min, max| {
+            if value.is_nan() {
+                default
+            } else {
+                (value as u32).clamp(min, max)
+            }
         };
         Self {
             count: number(count, DEFAULT_COUNT, 1, MAX_COUNT),
@@ -209,6 +211,11 @@ impl Run {
         self.rtts_us.len() as u32
     }
 
+    /// How many HTTP requests the run made.
+    pub fn requests(&self) -> u32 {
+        self.requests
+    }
+
     /// Whether every message has its reply.
     pub fn finished(&self) -> bool {
         self.answered() == self.count
@@ -242,14 +249,14 @@ impl Run {
 
     /// The run's table row (meaningful once it has [`finished`](Run::finished)).
     pub fn row(&self) -> Row {
-        let duration_us = ((self.last_reply_at - self.first_sent_at) * 1000.0).max(1.0) as u64;
+        let duration_us = (((self.last_reply_at - self.first_sent_at) * 1000.0) as u64).max(1);
         Row {
             transport: self.transport,
             rate_tenths: u64::from(self.answered()) * 10_000_000 / duration_us,
-            median_us: chart::median(&self.rtts_us).unwrap_or(0),
+            median_us: nearest_rank(&self.rtts_us, 50),
             p95_us: nearest_rank(&self.rtts_us, 95),
             requests: self.requests,
-            bytes_per_message: self.bytes.div_ceil(u64::from(self.count.max(1))),
+            bytes_per_message: self.bytes.div_ceil(u64::from(self.count).max(1)),
         }
     }
 }
@@ -284,12 +291,17 @@ impl Row {
     pub fn cells(&self) -> [String; 5] {
         [
             tenths(self.rate_tenths),
-            tenths(u64::from(self.median_us).div_ceil(100)),
-            tenths(u64::from(self.p95_us).div_ceil(100)),
+            ms(self.median_us),
+            ms(self.p95_us),
             self.requests.to_string(),
             self.bytes_per_message.to_string(),
         ]
     }
+}
+
+/// Microseconds as milliseconds with one decimal, rounded up: `1234` as `1.3`.
+pub fn ms(us: u32) -> String {
+    tenths(u64::from(us).div_ceil(100))
 }
 
 /// `123` tenths as `12.3`.
@@ -424,17 +436,20 @@ mod tests {
             run.received(&wire::reply(&text), at + rtt).expect("reply");
         }
         let row = run.row();
-        assert_eq!((row.median_us, row.p95_us), (250, 9000));
-        assert_eq!(row.cells()[1..3], ["0.3", "9.0"]);
+        assert_eq!((row.median_us, row.p95_us), (200, 9000), "the lower middle value");
+        assert_eq!(row.cells()[1..3], ["0.2", "9.0"]);
     }
 
     #[test]
     fn settings_from_the_fields() {
-        assert_eq!(Settings::parse("", "x"), Settings::default());
-        assert_eq!(Settings::parse(" 20 ", "250"), Settings { count: 20, interval_ms: 250 });
-        assert_eq!(Settings::parse("0", "1"), Settings { count: 1, interval_ms: MIN_INTERVAL_MS });
-        assert_eq!(Settings::parse("99999", "-5").count, MAX_COUNT);
-        assert_eq!(Settings::parse("99999", "-5").interval_ms, DEFAULT_INTERVAL_MS);
+        assert_eq!(Settings::from_fields(f64::NAN, f64::NAN), Settings::default());
+        assert_eq!(Settings::from_fields(20.0, 250.0), Settings { count: 20, interval_ms: 250 });
+        assert_eq!(
+            Settings::from_fields(0.0, 1.5),
+            Settings { count: 1, interval_ms: MIN_INTERVAL_MS }
+        );
+        let huge = Settings::from_fields(1e12, -5.0);
+        assert_eq!(huge, Settings { count: MAX_COUNT, interval_ms: MIN_INTERVAL_MS });
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod chart;
 pub mod compare;
+pub mod compare_page;
 pub mod conn;
 mod dom;
 pub mod link;
@@ -69,6 +70,7 @@ fn try_start() -> Result<(), JsValue> {
     let room_page = RoomPage::find(&document)?;
     let supported = websocket_supported(&window);
     let base = url::for_page(&document)?;
+    compare_page::start(&document, &base)?;
     let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
     wasm_bindgen_futures::spawn_local(run(page, room_page, base, supported, seed));
     Ok(())
