@@ -10,6 +10,7 @@ mod client;
 mod client_polling;
 mod compare;
 mod deploy;
+mod fallback;
 mod page;
 mod room_page;
 mod room_redis;
