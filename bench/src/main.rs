@@ -10,6 +10,7 @@
 mod cpu;
 mod fanout;
 mod heads;
+mod lean;
 mod polling;
 mod soak;
 
@@ -49,6 +50,18 @@ enum Scenario {
         connections: usize,
         #[arg(long, default_value_t = 1)]
         pipeline: usize,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+    },
+    /// Closed-loop echo from the lean generator ([`lean`]): raw frames, one message in flight
+    /// per connection, `warmup` seconds, then `seconds` counted.
+    Lean {
+        #[arg(long)]
+        connections: usize,
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
         #[arg(long)]
         seconds: f64,
         #[arg(long, default_value_t = 32)]
@@ -154,6 +167,12 @@ async fn main() -> Result<()> {
     let line = match flags.scenario {
         Scenario::Echo { connections, pipeline, seconds, size } => {
             let result = echo(url, server_pid, connections, pipeline, secs(seconds), size).await?;
+            serde_json::to_string(&result)?
+        }
+        Scenario::Lean { connections, warmup, seconds, size } => {
+            let warmup = Duration::from_secs_f64(warmup.max(0.0));
+            let result =
+                lean::echo(url, server_pid, connections, warmup, secs(seconds), size).await?;
             serde_json::to_string(&result)?
         }
         Scenario::Handshakes { concurrency, seconds } => {
