@@ -4,6 +4,9 @@
 //! are counted is [`crate::compare`]'s; this file only carries the messages and shows the
 //! result. It shares nothing with the echo's and the room's state machines.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use futures_util::future::poll_fn;
 use futures_util::{SinkExt, StreamExt};
 use gloo_net::websocket::Message;
@@ -15,7 +18,7 @@ use wire::poll::{Item, Open};
 
 use crate::compare::{self, Row, Run, Settings, Transport};
 use crate::dom::{find, set_flag, set_text};
-use crate::poll::{Endpoint, FetchError, Reply};
+use crate::poll::{self, Endpoint, FetchError, Reply};
 use crate::{conn, url};
 
 /// The view, its controls and its status line (`data-status` on the view says `idle`,
@@ -60,15 +63,17 @@ pub struct ComparePage {
 }
 
 /// Mounts the view and runs the comparison each time Compare is pressed. `socket_base` is
-/// the page's [`url::socket_base`]: the WebSocket runs at `ws/` in it, polling beside it.
+/// the page's [`url::socket_base`]: the WebSocket runs at `ws/` in it, polling beside it
+/// ([`poll::base_beside`]).
 pub fn start(document: &Document, socket_base: &str) -> Result<(), JsValue> {
     let page = ComparePage::find(document)?;
     let ws_url = url::socket_url(socket_base, wire::WS_PATH);
+    let poll_base = poll::base_beside(socket_base).unwrap_or_default();
     wasm_bindgen_futures::spawn_local(async move {
         let button: EventTarget = page.run.clone().into();
         loop {
             clicked(&button).await;
-            page.compare(&ws_url).await;
+            page.compare(&ws_url, &poll_base).await;
         }
     });
     Ok(())
@@ -99,33 +104,28 @@ impl ComparePage {
 
     /// Runs every transport in turn and shows each row as it finishes; stops at the first
     /// that fails, saying why.
-    async fn compare(&self, ws_url: &str) {
+    async fn compare(&self, ws_url: &str, poll_base: &str) {
         let settings =
             Settings::from_fields(self.count.value_as_number(), self.interval.value_as_number());
-        self.count.set_value(&settings.count.to_string());
-        self.interval.set_value(&settings.interval_ms.to_string());
         self.controls(false);
         let _ = set_flag(&self.results, "hidden", false);
-        let mut medians = Vec::new();
-        for (i, transport) in Transport::ALL.into_iter().enumerate() {
-            self.show_row(i, None);
-            self.show_bars(&medians);
+        let mut rows = Vec::new();
+        for transport in Transport::ALL {
+            self.show(&rows);
             let mut run = Run::new(transport, settings.count);
             self.progress(&run, settings.count);
-            let result = match transport {
-                Transport::WebSocket => self.websocket(ws_url, &mut run, settings).await,
-                _ => self.polling(ws_url, &mut run, settings).await,
+            let result: Pin<Box<dyn Future<Output = Result<(), Failure>>>> = match transport {
+                Transport::WebSocket => Box::pin(self.websocket(ws_url, &mut run, settings)),
+                _ => Box::pin(self.polling(poll_base, &mut run, settings)),
             };
-            if let Err(reason) = result {
+            if let Err(reason) = result.await {
                 let text = format!("{}: {reason}", transport.label());
                 self.finish("failed", &text);
                 return;
             }
-            let row = run.row();
-            self.show_row(i, Some(&row));
-            medians.push(row.median_us);
+            rows.push(run.row());
         }
-        self.show_bars(&medians);
+        self.show(&rows);
         self.finish("done", &compare::done(settings));
     }
 
@@ -154,46 +154,49 @@ impl ComparePage {
     /// One run over a new polling session. Each message is POSTed while a GET asks for the
     /// reply: long polling's waits for it; short polling's (`?wait=0`) go out on a fixed
     /// schedule, every interval, until one brings it.
-    async fn polling(
-        &self,
-        ws_url: &str,
-        run: &mut Run,
-        settings: Settings,
-    ) -> Result<(), Failure> {
-        let endpoint = Endpoint::beside(ws_url).map_err(|_| "no polling endpoint")?;
+    async fn polling(&self, base: &str, run: &mut Run, settings: Settings) -> Result<(), Failure> {
+        let endpoint = Endpoint::new(base).map_err(|_| "no polling endpoint")?;
         let long = run.transport == Transport::LongPolling;
         clear_resource_timings();
         set_resource_timing_buffer_size(TIMING_BUFFER);
-        counted(run, endpoint.open(Open::Echo, "").await, 0)?;
-        let mut tick = now();
-        while !run.finished() {
-            let post = run.next(now()).map(|text| {
-                let mut batch = String::new();
-                wire::poll::push_message(&mut batch, &text);
-                (endpoint.post(&batch), batch.len())
-            });
-            if !long {
-                sleep(tick - now()).await;
-                tick = compare::next_tick(tick, settings.interval_ms, now());
-            }
-            // The POST and the GET are both under way; the reply's time is the GET's.
-            let reply = endpoint.get(long).await;
-            let at = now();
-            if let Some((post, len)) = post {
-                counted(run, post.await, len)?;
-            }
-            let batch = counted(run, reply, 0)?;
-            for item in wire::poll::decode(&batch).map_err(|_| "a malformed batch")? {
-                match item {
-                    Item::Message(text) => run.received(text, at).map_err(|_| UNEXPECTED)?,
-                    Item::Close(..) => return Err("the server closed the session"),
+        let result: Result<(), Failure> = async {
+            counted(run, endpoint.open(Open::Echo, "").await, 0)?;
+            let mut tick = now();
+            while !run.finished() {
+                let post = run.next(now()).map(|text| {
+                    let mut batch = String::new();
+                    wire::poll::push_message(&mut batch, &text);
+                    (endpoint.post(&batch), batch.len())
+                });
+                if !long {
+                    sleep(tick - now()).await;
+                    tick = compare::next_tick(tick, settings.interval_ms, now());
                 }
+                // The POST and the GET are both under way; the reply's time is the GET's.
+                let reply = endpoint.get(long).await;
+                let at = now();
+                if let Some((post, len)) = post {
+                    counted(run, post.await, len)?;
+                }
+                let batch = counted(run, reply, 0)?;
+                for item in wire::poll::decode(&batch).map_err(|_| "a malformed batch")? {
+                    match item {
+                        Item::Message(text) => run.received(text, at).map_err(|_| UNEXPECTED)?,
+                        Item::Close(..) => return Err("the server closed the session"),
+                    }
+                }
+                self.progress(run, settings.count);
             }
-            self.progress(run, settings.count);
+            counted(run, endpoint.delete().await, 0)?;
+            run.add_bytes(transfer_sizes(endpoint.url(), run.requests()).await?);
+            Ok(())
         }
-        counted(run, endpoint.delete().await, 0)?;
-        run.add_bytes(transfer_sizes(endpoint.url(), run.requests()).await?);
-        Ok(())
+        .await;
+        if result.is_err() {
+            // Not left for the server to expire.
+            poll::close_in_background(&endpoint);
+        }
+        result
     }
 
     fn progress(&self, run: &Run, count: u32) {
@@ -213,26 +216,24 @@ impl ComparePage {
         }
     }
 
-    /// Fills row `i` with `row`'s cells, or empties it.
-    fn show_row(&self, i: usize, row: Option<&Row>) {
-        let cells = row.map(Row::cells).unwrap_or_default();
-        let mut cell = self.rows[i].first_element_child();
-        for text in cells {
-            cell = cell.and_then(|c| c.next_element_sibling());
-            if let Some(cell) = &cell {
-                set_text(cell, &text);
+    /// The rows measured so far (the others empty), and their median round trips as bars
+    /// labelled with their values.
+    fn show(&self, rows: &[Row]) {
+        let medians: Vec<u32> = rows.iter().map(|row| row.median_us).collect();
+        let lengths = compare::bars(&medians);
+        for (i, (tr, (bar, value))) in self.rows.iter().zip(&self.bars).enumerate() {
+            let cells = rows.get(i).map(Row::cells).unwrap_or_default();
+            let mut cell = tr.first_element_child();
+            for text in &cells {
+                cell = cell.and_then(|c| c.next_element_sibling());
+                if let Some(cell) = &cell {
+                    set_text(cell, text);
+                }
             }
-        }
-    }
-
-    /// The median round trips so far as bars, each labelled with its value.
-    fn show_bars(&self, medians: &[u32]) {
-        let lengths = compare::bars(medians);
-        for (i, (bar, value)) in self.bars.iter().enumerate() {
             let length = lengths.get(i).copied().unwrap_or(0);
             let _ = bar.set_attribute("width", &length.to_string());
-            let label = medians.get(i).map(|&us| format!("{} ms", compare::ms(us)));
-            set_text(value, label.as_deref().unwrap_or_default());
+            let label = if i < rows.len() { format!("{} ms", cells[1]) } else { String::new() };
+            set_text(value, &label);
         }
     }
 }
@@ -282,8 +283,8 @@ async fn transfer_sizes(url: &str, requests: u32) -> Result<u64, Failure> {
     Err("Resource Timing lacks some of the run's requests")
 }
 
-/// Resolves after `ms` milliseconds (at once for less than one), by a `setTimeout` on the promise's own
-/// `resolve`: no closure of ours to keep alive.
+/// Resolves after `ms` milliseconds (at once for less than one), by a `setTimeout` on the
+/// promise's own `resolve`: no closure of ours to keep alive.
 async fn sleep(ms: f64) {
     if ms < 1.0 {
         return;
