@@ -2,12 +2,13 @@
 //! composer, a truthful status line, auto-reconnect with nothing lost, and round-trip times.
 //!
 //! Beside it, the Room view: a chat room on a second socket (`/ws/room`) that resumes where it
-//! left off after a reconnect.
+//! left off after a reconnect. Where the WebSocket is blocked, both go over long polling
+//! (`/poll/`) by themselves, and back to WebSocket once it gets through ([`link`]).
 //!
 //! [`session`] and [`room`] decide everything (plain Rust, tested natively and in the browser),
-//! [`page`] and [`room_page`] show it, [`conn`] is the socket, and [`run`] is the one loop that
-//! feeds events from all of them (and the browser) through the two state machines and carries
-//! out their commands.
+//! [`page`] and [`room_page`] show it, [`conn`] is a connection over either transport ([`poll`]
+//! the polling one), and [`run`] is the one loop that feeds events from all of them (and the
+//! browser) through the two state machines and carries out their commands.
 
 pub mod backoff;
 pub mod chart;

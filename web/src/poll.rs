@@ -238,15 +238,21 @@ pub fn close_in_background(endpoint: &Endpoint) {
 #[derive(Debug)]
 pub struct Polling {
     endpoint: Endpoint,
-    /// The open request, until its 201.
-    opening: Option<Fut>,
-    get: Option<Fut>,
-    post: Option<Fut>,
+    /// The requests under way: the open until its 201, then a GET and at most one POST.
+    requests: Vec<(Stage, Fut)>,
     /// Messages waiting for the POST under way (or the open) to finish.
     batch: String,
     /// Inputs decoded from a batch, not yet taken.
     ready: VecDeque<Input>,
     done: bool,
+}
+
+/// What a request of a [`Polling`] session is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Open,
+    Get,
+    Post,
 }
 
 /// A [`Request`] that `#[derive(Debug)]` can skip.
@@ -263,9 +269,8 @@ impl Polling {
     /// point, or empty).
     pub fn open(base: &str, open: Open, query: &str) -> Result<Self, FetchError> {
         let endpoint = Endpoint::new(base)?;
-        let opening = Some(Fut(endpoint.open(open, query)));
-        let (get, post, batch, ready) = (None, None, String::new(), VecDeque::new());
-        Ok(Self { endpoint, opening, get, post, batch, ready, done: false })
+        let requests = vec![(Stage::Open, Fut(endpoint.open(open, query)))];
+        Ok(Self { endpoint, requests, batch: String::new(), ready: VecDeque::new(), done: false })
     }
 
     /// The session's endpoint.
@@ -273,13 +278,11 @@ impl Polling {
         &self.endpoint
     }
 
-    /// Sends `text` as one message: now, or with the next batch if a POST is under way.
+    /// Sends `text` as one message: now, or with the next batch if a POST (or the open) is
+    /// under way.
     pub fn send(&mut self, text: &str) {
-        if self.done {
-            return;
-        }
-        wire::poll::push_message(&mut self.batch, text);
-        if self.opening.is_none() && self.post.is_none() {
+        if !self.done {
+            wire::poll::push_message(&mut self.batch, text);
             self.flush();
         }
     }
@@ -291,39 +294,44 @@ impl Polling {
         }
     }
 
+    /// POSTs what waits, unless the open or a POST is still under way.
     fn flush(&mut self) {
-        if !self.batch.is_empty() {
-            self.post = Some(Fut(self.endpoint.post(&std::mem::take(&mut self.batch))));
+        let busy = self.requests.iter().any(|(stage, _)| *stage != Stage::Get);
+        if !busy && !self.batch.is_empty() {
+            let post = self.endpoint.post(&std::mem::take(&mut self.batch));
+            self.requests.push((Stage::Post, Fut(post)));
         }
+    }
+
+    fn get(&mut self) {
+        self.requests.push((Stage::Get, Fut(self.endpoint.get(true))));
     }
 
     /// Ends the connection with this close; gives the session up on the server too unless it
     /// is already gone there.
     fn end(&mut self, code: u16, reason: String, clean: bool, gone: bool) {
-        if !gone {
-            close_in_background(&self.endpoint);
-        } else {
+        if gone {
             self.endpoint.abort();
+        } else {
+            close_in_background(&self.endpoint);
         }
         self.done = true;
-        self.opening = None;
-        self.get = None;
-        self.post = None;
+        self.requests.clear();
         self.ready.push_back(Input::Closed { code, reason, clean });
     }
 
-    /// A reply to `request` that is not what it should be (a refusal or no answer).
-    fn failed(&mut self, request: &str, reply: Result<Reply, FetchError>) {
+    /// A reply that is not what it should be (a refusal, or no answer).
+    fn failed(&mut self, reply: Result<Reply, FetchError>) {
         let (code, reason, gone) = match reply {
             Ok(reply) => {
                 let (code, reason) = close_for(reply.status, &reply.body);
                 let status = reply.status;
-                let line = format!("polling {request}: HTTP {status} {}", reply.body);
+                let line = format!("polling: HTTP {status} {}", reply.body);
                 web_sys::console::warn_1(&line.into());
                 (code, reason, status == 404)
             }
             Err(error) => {
-                web_sys::console::warn_1(&format!("polling {request}: {error}").into());
+                web_sys::console::warn_1(&error.to_string().into());
                 (close::ABNORMAL, String::new(), false)
             }
         };
@@ -332,12 +340,9 @@ impl Polling {
 
     /// A GET's batch: its messages, then the next GET (or the close, which ends it).
     fn batch_arrived(&mut self, body: &str) {
-        let items = match wire::poll::decode(body) {
-            Ok(items) => items,
-            Err(error) => {
-                web_sys::console::warn_1(&format!("polling GET: {error}").into());
-                return self.end(close::ABNORMAL, String::new(), false, false);
-            }
+        let Ok(items) = wire::poll::decode(body) else {
+            web_sys::console::warn_1(&"polling: a malformed batch".into());
+            return self.end(close::ABNORMAL, String::new(), false, false);
         };
         for item in items {
             match item {
@@ -347,7 +352,7 @@ impl Polling {
                 }
             }
         }
-        self.get = Some(Fut(self.endpoint.get(true)));
+        self.get();
     }
 
     /// The next input: a message or the close; `None` once it has closed.
@@ -359,39 +364,23 @@ impl Polling {
             if self.done {
                 return Poll::Ready(None);
             }
-            if let Some(Fut(opening)) = self.opening.as_mut() {
-                let Poll::Ready(reply) = opening.poll_unpin(cx) else { return Poll::Pending };
-                self.opening = None;
-                match reply {
-                    Ok(reply) if reply.ok() => {
-                        self.get = Some(Fut(self.endpoint.get(true)));
-                        self.flush();
-                    }
-                    other => self.failed("open", other),
+            let answered = self.requests.iter_mut().enumerate().find_map(|(at, (_, request))| {
+                match request.0.poll_unpin(cx) {
+                    Poll::Ready(reply) => Some((at, reply)),
+                    Poll::Pending => None,
                 }
-                continue;
-            }
-            if let Some(Fut(post)) = self.post.as_mut() {
-                if let Poll::Ready(reply) = post.poll_unpin(cx) {
-                    self.post = None;
-                    match reply {
-                        Ok(reply) if reply.ok() => self.flush(),
-                        other => self.failed("POST", other),
-                    }
-                    continue;
+            });
+            let Some((at, reply)) = answered else { return Poll::Pending };
+            let (stage, _) = self.requests.swap_remove(at);
+            match (stage, reply) {
+                (Stage::Open, Ok(reply)) if reply.ok() => {
+                    self.get();
+                    self.flush();
                 }
+                (Stage::Get, Ok(reply)) if reply.status == 200 => self.batch_arrived(&reply.body),
+                (Stage::Post, Ok(reply)) if reply.ok() => self.flush(),
+                (_, reply) => self.failed(reply),
             }
-            if let Some(Fut(get)) = self.get.as_mut() {
-                if let Poll::Ready(reply) = get.poll_unpin(cx) {
-                    self.get = None;
-                    match reply {
-                        Ok(reply) if reply.status == 200 => self.batch_arrived(&reply.body),
-                        other => self.failed("GET", other),
-                    }
-                    continue;
-                }
-            }
-            return Poll::Pending;
         }
     }
 }
