@@ -23,8 +23,7 @@ use crate::session::Input;
 /// A request under way, as [`Endpoint`]'s methods return it (boxed, to keep in a struct).
 pub type Request = Pin<Box<dyn Future<Output = Result<Reply, FetchError>>>>;
 
-/// A request that got no HTTP answer: the network failed, it was aborted, or the page has no
-/// `window`.
+/// A request that got no HTTP answer: the network failed, or the page has no `window`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchError(pub String);
 
@@ -36,9 +35,9 @@ impl std::fmt::Display for FetchError {
 
 impl FetchError {
     fn from_js(error: JsValue) -> Self {
-        // Usually a `TypeError` ("Failed to fetch") or an `AbortError`: no detail worth its
-        // bytes in the bundle (the browser's console shows the failed request).
-        Self(error.as_string().unwrap_or_else(|| "no answer (network error, or aborted)".into()))
+        // Usually a `TypeError` ("Failed to fetch"): no detail worth its bytes in the bundle
+        // (the browser's console shows the failed request).
+        Self(error.as_string().unwrap_or_else(|| "no answer (network error)".into()))
     }
 }
 
@@ -113,20 +112,20 @@ pub fn base_beside(socket_base: &str) -> Option<String> {
 
 /// One polling session's address (`…/poll/SID`) and its requests. The id is new and random
 /// for each `Endpoint`; the session exists on the server once [`Endpoint::open`] got its 201.
+///
+/// Nothing is aborted: a session given up is deleted, and the server answers a GET still
+/// waiting on it at once (with the close), so no request outlives its session for long.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// `http(s)://host/dir/poll/SID`.
     url: String,
-    /// Aborts this session's requests (all but the DELETE) when it is given up.
-    abort: web_sys::AbortController,
 }
 
 impl Endpoint {
     /// A new session under `base`, a polling base such as [`wire::poll::base_for`] gives
     /// (`http://host/poll/`).
     pub fn new(base: &str) -> Result<Self, FetchError> {
-        let abort = web_sys::AbortController::new().map_err(FetchError::from_js)?;
-        Ok(Self { url: format!("{base}{}", new_sid()?), abort })
+        Ok(Self { url: format!("{base}{}", new_sid()?) })
     }
 
     /// A new session beside a WebSocket endpoint: `ws://host/ws/` or `ws://host/ws/room?…` →
@@ -177,36 +176,23 @@ impl Endpoint {
         self.fetch(&self.url, "POST", Some(batch))
     }
 
-    /// `DELETE …/SID` (204): closes the session, like a Close 1000. Also aborts the session's
-    /// other requests still under way; the DELETE itself is not aborted.
+    /// `DELETE …/SID` (204): closes the session, like a Close 1000 (a GET still waiting on it
+    /// is answered with that close).
     pub fn delete(&self) -> Request {
-        self.abort();
-        fetch(&self.url, "DELETE", None, None)
-    }
-
-    /// Aborts every request of this session still under way (but a DELETE): their futures end
-    /// with a [`FetchError`], and any made later fail at once.
-    pub fn abort(&self) {
-        self.abort.abort();
+        fetch(&self.url, "DELETE", None)
     }
 
     fn fetch(&self, url: &str, method: &str, body: Option<&str>) -> Request {
-        fetch(url, method, body, Some(&self.abort.signal()))
+        fetch(url, method, body)
     }
 }
 
-fn fetch(
-    url: &str,
-    method: &str,
-    body: Option<&str>,
-    signal: Option<&web_sys::AbortSignal>,
-) -> Request {
+fn fetch(url: &str, method: &str, body: Option<&str>) -> Request {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
     if let Some(body) = body {
         init.set_body(&JsValue::from_str(body));
     }
-    init.set_signal(signal);
     let promise = web_sys::window().map(|window| window.fetch_with_str_and_init(url, &init));
     async move {
         let promise = promise.ok_or_else(|| FetchError("no window".into()))?;
@@ -287,7 +273,7 @@ impl Polling {
         }
     }
 
-    /// Closes the session (DELETE, in the background) and aborts its requests.
+    /// Closes the session (DELETE, in the background); the requests under way are forgotten.
     pub fn close(self) {
         if !self.done {
             close_in_background(&self.endpoint);
@@ -310,9 +296,7 @@ impl Polling {
     /// Ends the connection with this close; gives the session up on the server too unless it
     /// is already gone there.
     fn end(&mut self, code: u16, reason: String, clean: bool, gone: bool) {
-        if gone {
-            self.endpoint.abort();
-        } else {
+        if !gone {
             close_in_background(&self.endpoint);
         }
         self.done = true;
