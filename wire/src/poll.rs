@@ -218,6 +218,9 @@ pub fn decode(batch: &str) -> Result<Vec<Item<'_>>, BatchError> {
             return Err(BatchError::AfterClose);
         }
         let kind = bytes[at];
+        if kind != b'm' && kind != b'c' {
+            return Err(BatchError::Malformed(at));
+        }
         let digits_from = at + 1;
         let colon = bytes[digits_from..]
             .iter()
@@ -225,7 +228,7 @@ pub fn decode(batch: &str) -> Result<Vec<Item<'_>>, BatchError> {
             .map(|i| digits_from + i)
             .filter(|&colon| colon > digits_from && colon - digits_from <= 20)
             .ok_or(BatchError::Malformed(at))?;
-        let digits = &batch[digits_from..colon];
+        let digits = batch.get(digits_from..colon).ok_or(BatchError::Malformed(at))?;
         let len: usize = digits
             .bytes()
             .all(|b| b.is_ascii_digit())
@@ -291,6 +294,16 @@ mod tests {
         assert_eq!(decode("m99999999999999999999999:a"), Err(BatchError::Malformed(0)));
         // A length that ends inside a character: refused, never a panic.
         assert_eq!(decode("m1:ß"), Err(BatchError::Malformed(0)));
+        // Any byte where a kind or a length should be, never a panic.
+        assert_eq!(decode("é1:a"), Err(BatchError::Malformed(0)));
+        assert_eq!(decode("m1:am\u{e9}1:a"), Err(BatchError::Malformed(4)));
+        assert_eq!(decode("m1é:a"), Err(BatchError::Malformed(0)));
+        for cut in 0..=12 {
+            let text = "m2:ßßc4:1000";
+            if let Some(prefix) = text.get(..cut) {
+                let _ = decode(prefix);
+            }
+        }
         assert_eq!(decode("c2:ab"), Err(BatchError::CloseCode));
         assert_eq!(decode("c4:1000m1:a"), Err(BatchError::AfterClose));
     }
