@@ -187,9 +187,12 @@ async fn bad_requests_get_their_own_status_and_reason() {
     let session = url(&server, &contract::session_path(&sid));
     let put = request(Method::PUT, &session, &[], "").await;
     assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
-    for (body, why) in
-        [("m5:ab", "malformed batch at byte 0"), ("c4:1000", "messages only"), ("x", "malformed")]
-    {
+    for (body, why) in [
+        ("m5:ab", "malformed batch at byte 0"),
+        ("c4:1000", "messages only"),
+        ("x", "malformed"),
+        ("é1:a", "malformed batch at byte 0"),
+    ] {
         let reply = request(Method::POST, &session, &[], body).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
         assert!(reply.body.contains(why), "{body}: {}", reply.body);
@@ -210,7 +213,7 @@ async fn bad_requests_get_their_own_status_and_reason() {
     assert_eq!(post(&server, &sid, &["fine"]).await.status, StatusCode::NO_CONTENT);
     assert_eq!(messages(&get(&server, &sid, true).await), ["FINE"]);
     let metrics = server.scrape().await;
-    assert_eq!(metric(&metrics, "poll_refused_total{reason=\"malformed\"}"), 5.0);
+    assert_eq!(metric(&metrics, "poll_refused_total{reason=\"malformed\"}"), 6.0);
     assert_eq!(metric(&metrics, "poll_refused_total{reason=\"method\"}"), 2.0);
     assert_eq!(metric(&metrics, "poll_refused_total{reason=\"taken\"}"), 1.0);
     assert_eq!(metric(&metrics, "poll_refused_total{reason=\"unknown\"}"), 1.0);
