@@ -213,38 +213,37 @@ pub fn decode(batch: &str) -> Result<Vec<Item<'_>>, BatchError> {
     let mut items = Vec::new();
     let mut at = 0;
     let bytes = batch.as_bytes();
-    while at < bytes.len() {
+    while let Some(&kind) = bytes.get(at) {
         if matches!(items.last(), Some(Item::Close(..))) {
             return Err(BatchError::AfterClose);
         }
-        let kind = bytes[at];
-        if kind != b'm' && kind != b'c' {
-            return Err(BatchError::Malformed(at));
+        // The length's digits, read by hand (no `parse` in the page's bundle): 1 to 20 of
+        // them, then `:`; a length that overflows is malformed.
+        let malformed = BatchError::Malformed(at);
+        let mut colon = at + 1;
+        let mut len: usize = 0;
+        while let Some(digit) = bytes.get(colon).and_then(|b| b.checked_sub(b'0')) {
+            if digit > 9 || colon - at > 20 {
+                break;
+            }
+            len = len
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(digit.into()))
+                .ok_or(malformed.clone())?;
+            colon += 1;
         }
-        let digits_from = at + 1;
-        let colon = bytes[digits_from..]
-            .iter()
-            .position(|&b| b == b':')
-            .map(|i| digits_from + i)
-            .filter(|&colon| colon > digits_from && colon - digits_from <= 20)
-            .ok_or(BatchError::Malformed(at))?;
-        let digits = batch.get(digits_from..colon).ok_or(BatchError::Malformed(at))?;
-        let len: usize = digits
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| digits.parse().ok())
-            .flatten()
-            .ok_or(BatchError::Malformed(at))?;
+        if colon == at + 1 || bytes.get(colon) != Some(&b':') {
+            return Err(malformed);
+        }
         let end = colon.checked_add(1 + len).filter(|&end| end <= bytes.len());
-        let payload =
-            end.and_then(|end| batch.get(colon + 1..end)).ok_or(BatchError::Malformed(at))?;
+        let payload = end.and_then(|end| batch.get(colon + 1..end)).ok_or(malformed.clone())?;
         items.push(match kind {
             b'm' => Item::Message(payload),
             b'c' => {
                 let (code, reason) = payload.split_once(' ').unwrap_or((payload, ""));
                 Item::Close(code.parse().map_err(|_| BatchError::CloseCode)?, reason)
             }
-            _ => return Err(BatchError::Malformed(at)),
+            _ => return Err(malformed),
         });
         at = colon + 1 + len;
     }
