@@ -94,6 +94,11 @@ pub struct Config {
     #[arg(long, env = "SERVER_MAX_HTTP_CONNECTIONS", value_parser = parse_at_least_one)]
     pub max_http_connections: Option<usize>,
 
+    /// Single-threaded runtimes the connections are spread over (see `server::workers`).
+    /// Default: one per core this process may run on.
+    #[arg(long, env = "SERVER_WORKERS", value_parser = parse_at_least_one)]
+    pub workers: Option<usize>,
+
     /// A host name the server answers to (`Host`, and `X-Forwarded-Host` from a proxy), against
     /// DNS rebinding. Unset: any name. Set: only these names, IP addresses and `localhost`;
     /// others get 421. Repeat the flag, or separate with commas in the variable.
@@ -214,6 +219,7 @@ impl Default for Config {
             max_message_size: wire::limits::MAX_MESSAGE_BYTES,
             max_connections: None,
             max_http_connections: None,
+            workers: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             plain_echo: false,

@@ -18,6 +18,7 @@ pub mod room;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod workers;
 pub mod ws;
 
 use std::future::Future;
@@ -158,7 +159,10 @@ pub async fn run(
     http.timer(TokioTimer::new())
         .header_read_timeout(state.config.handshake_timeout)
         .max_buf_size(limits::HEAD_LIMIT);
+    let workers =
+        workers::Workers::start(state.config.workers.unwrap_or_else(workers::default_count))?;
     info!(
+        workers = workers.count(),
         max_connections = state.slots.max(),
         max_http_connections = state.http_slots.max(),
         ping_interval = ?state.config.ping_interval,
@@ -182,7 +186,28 @@ pub async fn run(
             refuse_busy(&tcp, peer, &state);
             continue;
         };
-        state.tracker.spawn(serve_http(http.clone(), app.clone(), tcp, peer, slot, state.clone()));
+        let (http, app, connection_state) = (http.clone(), app.clone(), state.clone());
+        match workers.next() {
+            None => {
+                state.tracker.spawn(serve_http(http, app, tcp, peer, slot, connection_state));
+            }
+            // Registered with the other worker's reactor, so that its readiness wakes that
+            // worker (see `workers`).
+            Some(worker) => match tcp.into_std() {
+                Ok(tcp) => {
+                    let serve = async move {
+                        match TcpStream::from_std(tcp) {
+                            Ok(tcp) => {
+                                serve_http(http, app, tcp, peer, slot, connection_state).await;
+                            }
+                            Err(error) => debug!(%peer, %error, "cannot hand the connection over"),
+                        }
+                    };
+                    state.tracker.spawn_on(serve, worker);
+                }
+                Err(error) => debug!(%peer, %error, "cannot hand the connection over"),
+            },
+        }
     }
 
     // Stop accepting, then let every connection task see the token: HTTP connections finish
@@ -199,6 +224,8 @@ pub async fn run(
             "still open after the grace period; closing"
         );
     }
+    // Whatever is still running on the other workers is dropped with them.
+    workers.stop();
     Ok(())
 }
 

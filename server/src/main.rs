@@ -8,7 +8,9 @@ use clap::Parser;
 use server::Config;
 use tokio::net::TcpListener;
 
-#[tokio::main]
+/// Single-threaded: this runtime is the first of the workers (`server::workers`); `run`
+/// starts one more per core beside it.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     if let Err(error) = config.validate() {
@@ -33,10 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     // The one line on stdout: people click it, scripts (`cargo xtask`) parse it.
     println!("{}{addr}/", wire::SERVING_ON);
-    // Served from a task, not from `main`'s own thread: the accept loop then spawns each
-    // connection onto the worker it runs on, instead of handing it from `main`'s thread to a
-    // worker with a wake-up each time. Measured on one core (docs/BENCHMARKS.md): about +20 %
-    // handshakes and +17 % echo at 1000 connections per server CPU-second.
+    // Served from a task of its own, like every connection the accept loop keeps for itself.
     let served = tokio::spawn(server::run(listener, config, shutdown));
     served.await.context("the server task panicked")?.context("server failed")
 }

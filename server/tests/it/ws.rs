@@ -216,3 +216,31 @@ async fn metrics_move_by_exactly_what_a_conversation_did() {
         assert_eq!(metric(&metrics, name), expected as f64, "{name}:\n{metrics}");
     }
 }
+
+/// Connections dealt to three worker runtimes (two of them threads of their own, whatever this
+/// machine's core count) each talk, interleaved, and shut down with 1001.
+#[tokio::test]
+async fn connections_on_every_worker_talk_and_close_on_shutdown() {
+    let server = crate::helpers::spawn_with(server::Config {
+        workers: Some(3),
+        ..crate::helpers::test_config()
+    })
+    .await;
+    let mut sockets = Vec::new();
+    for _ in 0..6 {
+        sockets.push(connect(&server.ws_url()).await);
+    }
+    for round in 0..3 {
+        for (n, socket) in sockets.iter_mut().enumerate() {
+            socket.send(Message::text(format!("w{n}r{round}"))).await.expect("send");
+        }
+        for (n, socket) in sockets.iter_mut().enumerate() {
+            assert_eq!(next(socket).await, Message::text(format!("W{n}R{round}")));
+        }
+    }
+    let stopped = tokio::spawn(server.stop());
+    for socket in &mut sockets {
+        assert_eq!(expect_close(socket).await.0, close::GOING_AWAY);
+    }
+    stopped.await.expect("stopped");
+}
