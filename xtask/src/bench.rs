@@ -168,6 +168,21 @@ fn scenarios(plan: Plan) -> Vec<Scenario> {
                 plan.limit_connections().to_string(),
             ],
         },
+        // The lean generator (bench/src/lean.rs) costs a fraction of what the server does per
+        // message, so the server saturates and its scheduling shows in fairness and the tail;
+        // the tungstenite generator above paces itself and every connection alike.
+        Scenario {
+            label: "echo, many connections, lean generator",
+            args: vec![
+                "lean".to_owned(),
+                "--connections".to_owned(),
+                plan.many.to_string(),
+                "--warmup".to_owned(),
+                (plan.seconds / 5.0).min(1.0).to_string(),
+                "--seconds".to_owned(),
+                seconds.clone(),
+            ],
+        },
     ]
 }
 
@@ -541,6 +556,15 @@ const ROWS: &[(usize, &str, &str, Format)] = &[
         Format::Integer,
     ),
     (6, "answered", "connections held at the fd limit, answering (of LIMIT)", Format::Integer),
+    (
+        7,
+        "messages_per_server_cpu_second",
+        "lean generator, MANY connections: messages per server CPU-second",
+        Format::Thousands,
+    ),
+    (7, "fairness", "lean generator, MANY connections: fairness", Format::Ratio),
+    (7, "rtt_p50_us", "lean generator, MANY connections: p50 round trip (µs)", Format::Integer),
+    (7, "rtt_p99_us", "lean generator, MANY connections: p99 round trip (µs)", Format::Integer),
 ];
 
 #[derive(Debug, Clone, Copy)]
