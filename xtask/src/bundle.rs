@@ -102,15 +102,16 @@ fn bundle_files(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The most the bundle (.wasm + .js, gzip -9) may weigh before `cargo xtask test` fails:
-/// the whole page, with the Room view (40,774 bytes when it landed) and, next, the polling
-/// fallback and the Compare view, which share what is left (the echo page alone was held to
-/// 31,446: the tutorial page's 25,157 plus 25 %). A ceiling for planned features, not slack;
-/// the README's "Bundle size" says where the bytes go. Raise it deliberately, with the new size
-/// in the README, when a feature is worth it. What costs bytes here: a `{:?}` of a string
-/// (about 4 KB: Debug escaping pulls in Unicode tables), `format!` inside closures and iterator
-/// chains, `sort`, string slicing (its panic path formats `char`s), a second channel or timer
-/// crate, serde in the wasm (the room decodes with the browser's `JSON.parse`).
-pub const GZIP_BUDGET: u64 = 45_000;
+/// the whole page with the Room view, the long-polling fallback and the Compare view (54,650
+/// bytes when they landed: the echo page 31,257, the room +9,168, the fallback about +7,700,
+/// Compare about +6,700, measured with twiggy by leaving each out). A ceiling, not slack: the
+/// echo page alone was held to 31,446 (the tutorial page's 25,157 plus 25 %). Raise it
+/// deliberately, with the new size in the README, when a feature is worth it. What costs bytes
+/// here: a `{:?}` of a string (about 4 KB: Debug escaping pulls in Unicode tables), `format!`
+/// inside closures and iterator chains, `sort`, string slicing (its panic path formats
+/// `char`s), a second channel or timer crate, serde in the wasm (the room decodes with the
+/// browser's `JSON.parse`), and every `async` state machine (they compress poorly).
+pub const GZIP_BUDGET: u64 = 56_000;
 
 /// Prints each `.wasm` and `.js` file of `dist/` with its raw and `gzip -9` size, and returns
 /// the gzip total.
