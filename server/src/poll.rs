@@ -39,7 +39,7 @@ use axum::http::header::{self, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
@@ -65,6 +65,11 @@ const INBOX_CAPACITY: usize = 4;
 /// What a POST body may carry beyond `--max-message-size`: the items' own `m<len>:` and a few
 /// more small messages. A client with several large messages sends one POST each.
 pub const BODY_SLACK: usize = 4096;
+
+/// Messages a POST carried; who takes them (the pump to handle them, or the POST, giving up,
+/// to cancel them: whichever sets it first); and how the pump tells the POST they were handled
+/// (their replies queued).
+type Batch = (Vec<String>, Arc<AtomicBool>, oneshot::Sender<()>);
 
 /// Every polling session this instance holds, by id.
 #[derive(Debug, Default)]
@@ -103,7 +108,7 @@ impl Sessions {
 #[derive(Debug)]
 struct Session {
     sid: String,
-    inbox: mpsc::Sender<Vec<String>>,
+    inbox: mpsc::Sender<Batch>,
     out: Mutex<Out>,
     /// The pump queued something (or the close): a waiting GET looks again.
     ready: Notify,
@@ -134,8 +139,13 @@ impl Session {
         self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Queues a frame; a waiting GET hears of it at [`Session::wake`], once a whole batch or
+    /// burst is queued, so that it takes them together.
     fn push(&self, frame: Utf8Bytes) {
         self.out().frames.push_back(frame);
+    }
+
+    fn wake(&self) {
         self.ready.notify_one();
     }
 
@@ -424,6 +434,7 @@ fn open_session(
         state.metrics.transport_sent(Transport::Polling, 1);
         session.push(frame);
     }
+    session.wake();
     let span = info_span!("poll", id = slot.id, endpoint = ?open);
     let pump = Pump {
         session,
@@ -494,11 +505,29 @@ async fn send(state: &AppState, session: &Arc<Session>, body: Body) -> Result<Re
     if texts.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    match tokio::time::timeout(state.config.send_timeout, session.inbox.send(texts)).await {
-        Ok(Ok(())) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Ok(Err(_)) => Err(PollError::Unknown),
-        Err(_) => Err(PollError::Backlog),
+    // Answered once the pump has handled them: after a 204 their replies are queued, and a 503
+    // means they never will be (the batch is taken back if the pump has not started on it).
+    let deadline = Instant::now() + state.config.send_timeout;
+    let taken = Arc::new(AtomicBool::new(false));
+    let (handled, mut done) = oneshot::channel();
+    let queued = session.inbox.send((texts, Arc::clone(&taken), handled));
+    match tokio::time::timeout_at(deadline, queued).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(PollError::Unknown),
+        Err(_) => return Err(PollError::Backlog),
     }
+    match tokio::time::timeout_at(deadline, &mut done).await {
+        Ok(handled) => handled.map_err(|_| PollError::Unknown)?,
+        Err(_) if take(&taken) => return Err(PollError::Backlog),
+        // The pump started on it just now: it finishes, and so does this answer.
+        Err(_) => done.await.map_err(|_| PollError::Unknown)?,
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Takes a batch for whoever asks first (see [`Batch`]).
+fn take(taken: &AtomicBool) -> bool {
+    taken.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()
 }
 
 /// The body, refused with `too_big` as soon as it passes `limit` bytes.
@@ -523,7 +552,7 @@ async fn read_body(
 struct Pump {
     session: Arc<Session>,
     app: App,
-    inbox: mpsc::Receiver<Vec<String>>,
+    inbox: mpsc::Receiver<Batch>,
     polls: Arc<Sessions>,
     metrics: Arc<Metrics>,
     idle_timeout: Duration,
@@ -582,6 +611,7 @@ impl Pump {
                             let Some(frame) = self.app.try_pushed() else { break };
                             self.forward(frame);
                         }
+                        self.session.wake();
                     }
                     Err(end) => {
                         let (code, reason) = app::close_for_end(end);
@@ -594,8 +624,14 @@ impl Pump {
                     }
                 },
                 batch = self.inbox.recv(), if room => {
-                    let Some(texts) = batch else { return Ending::Gone(PollEnd::Closed) };
-                    if let Some(ending) = self.received(texts).await {
+                    let Some((texts, taken, handled)) = batch else { return Ending::Gone(PollEnd::Closed) };
+                    if !take(&taken) {
+                        continue; // its POST gave up and answered 503
+                    }
+                    let ending = self.received(texts).await;
+                    self.session.wake();
+                    let _ = handled.send(());
+                    if let Some(ending) = ending {
                         return ending;
                     }
                 }

@@ -63,11 +63,19 @@ impl Workers {
 
     /// Stops the worker threads (after their connections have finished: what is still running
     /// on them is dropped) and waits for them.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
         self.stop.cancel();
-        for thread in self.threads {
+        for thread in std::mem::take(&mut self.threads) {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Workers {
+    /// Also when `run` is dropped instead of returning (a test's runtime going away): the
+    /// workers stop with it rather than living on.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

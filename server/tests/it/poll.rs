@@ -417,8 +417,8 @@ async fn a_client_that_only_sends_is_held_back_then_refused_503() {
     let full: Vec<String> = (0..server::poll::OUT_CAPACITY).map(|n| n.to_string()).collect();
     let full: Vec<&str> = full.iter().map(String::as_str).collect();
     assert_eq!(post(&server, &sid, &full).await.status, StatusCode::NO_CONTENT);
-    // The replies fill the queue; the pump takes nothing more, a few batches wait in line, and
-    // then a POST is refused instead of holding more.
+    // The replies fill the queue; the pump takes nothing more, and a POST is refused after the
+    // send timeout instead of holding more (its batch is taken back: never handled).
     let mut refused = None;
     for n in 0..10 {
         let reply = post(&server, &sid, &["more"]).await;
