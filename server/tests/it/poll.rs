@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{header, Method, StatusCode};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use server::testing::{request, Reply};
 use server::Config;
 use tokio_tungstenite::tungstenite::Message;
@@ -311,7 +311,9 @@ async fn a_polling_member_shares_the_room_with_websocket_members() {
     };
     socket.send(Message::text("from a socket")).await.expect("send");
     let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + crate::helpers::STEP;
     while seen.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "only {seen:?}");
         for text in messages(&get(&server, &sid, true).await) {
             if let Frame::Message { offset, text, .. } = frame(Message::text(text)) {
                 seen.push((offset, text));
@@ -382,15 +384,20 @@ async fn a_polling_member_that_stops_polling_is_ended_as_slow_with_1013() {
     let server = spawn_with(Config { room_rate: 10_000, ..config() }).await;
     let sid = sid();
     assert_eq!(open(&server, &sid, contract::Open::Room).await.status, StatusCode::CREATED);
-    let (mut socket, _) = tokio_tungstenite::connect_async(server.room_url()).await.expect("join");
+    let (socket, _) = tokio_tungstenite::connect_async(server.room_url()).await.expect("join");
+    // The publisher reads its own echoes as they come, so that it is never the slow one.
+    let (mut sink, mut stream) = futures_util::StreamExt::split(socket);
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
     let total = 2 * wire_capacity() + 100;
     for n in 0..total {
-        socket.send(Message::text(format!("m{n}"))).await.expect("send");
+        sink.send(Message::text(format!("m{n}"))).await.expect("send");
     }
     // The poller holds one queue of frames and its mailbox another; then the hub ends it.
     server.wait_for_metric("room_slow_consumers_total", 1.0).await;
     let (mut frames, mut close) = (0, None);
+    let deadline = tokio::time::Instant::now() + crate::helpers::STEP;
     while close.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no close after {frames} frames");
         let reply = get(&server, &sid, false).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         for item in contract::decode(&reply.body).expect("batch") {
@@ -404,6 +411,7 @@ async fn a_polling_member_that_stops_polling_is_ended_as_slow_with_1013() {
     assert!(frames <= 2 * wire_capacity() + 4, "bounded: {frames} frames held");
     assert_eq!(get(&server, &sid, false).await.status, StatusCode::NOT_FOUND);
     server.wait_for_metric("poll_sessions_ended_total{why=\"slow\"}", 1.0).await;
+    drain.abort();
 }
 
 fn wire_capacity() -> usize {
@@ -432,7 +440,9 @@ async fn a_client_that_only_sends_is_held_back_then_refused_503() {
     assert!(reply.body.contains("GET them"), "{}", reply.body);
     // Reading catches up, and every accepted message is answered, in order.
     let mut replies = Vec::new();
+    let deadline = tokio::time::Instant::now() + crate::helpers::STEP;
     while replies.len() < full.len() + accepted {
+        assert!(tokio::time::Instant::now() < deadline, "{} replies", replies.len());
         replies.extend(messages(&get(&server, &sid, true).await));
     }
     assert_eq!(replies[..full.len()], full[..]);
