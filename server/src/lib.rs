@@ -274,8 +274,15 @@ async fn serve_http(
     let served = tokio::select! {
         served = connection.as_mut() => served,
         () = state.shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            // Polling clients fetch their close over these connections (see
+            // `poll::Sessions::drained`); then no new request is taken.
+            tokio::select! {
+                served = connection.as_mut() => served,
+                () = state.polls.drained() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
         }
     };
     if let Err(error) = served {

@@ -75,6 +75,8 @@ type Batch = (Vec<String>, Arc<AtomicBool>, oneshot::Sender<()>);
 #[derive(Debug, Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
+    /// Told when the last session is forgotten (see [`Sessions::drained`]).
+    emptied: Notify,
 }
 
 impl Sessions {
@@ -91,6 +93,25 @@ impl Sessions {
         let mut map = self.lock();
         if map.get(&session.sid).is_some_and(|held| Arc::ptr_eq(held, session)) {
             map.remove(&session.sid);
+        }
+        if map.is_empty() {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Completes once no session is left. At shutdown the HTTP connections keep serving until
+    /// then, so that a client's next GET, already on its way on a kept-alive connection, gets
+    /// its session's close (1001) instead of a connection closed under it; each session goes
+    /// once its close was taken, or [`CLOSE_HANDSHAKE_TIMEOUT`] after it was queued.
+    pub async fn drained(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            let mut emptied = std::pin::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            emptied.await;
         }
     }
 
