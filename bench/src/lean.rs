@@ -15,7 +15,7 @@ use anyhow::{bail, ensure, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{cpu, message, EchoResult, STEP};
+use crate::{cpu, message, EchoResult, Tally, STEP};
 
 /// The largest server frame this generator reads (the replies are 32 bytes).
 const READ_BUFFER: usize = 4096;
@@ -124,13 +124,6 @@ fn text_frame(payload: &str) -> Vec<u8> {
     frame
 }
 
-#[derive(Debug, Default)]
-struct Tally {
-    replies: u64,
-    errors: u64,
-    rtts_us: Vec<u32>,
-}
-
 /// Closed loop, one message in flight per connection: `warmup`, then `window` counted.
 pub async fn echo(
     url: &str,
@@ -164,39 +157,7 @@ pub async fn echo(
         tallies.push(task.await.context("a connection's task")?);
     }
     let after = cpu::Snapshot::take(pid)?;
-    let mut result = EchoResult {
-        connections,
-        pipeline: 1,
-        seconds: window.as_secs_f64(),
-        ..EchoResult::default()
-    };
-    let mut rtts: Vec<u32> = Vec::new();
-    let mut fewest = u64::MAX;
-    for tally in &tallies {
-        result.messages += tally.replies;
-        result.errors += tally.errors;
-        fewest = fewest.min(tally.replies);
-        rtts.extend_from_slice(&tally.rtts_us);
-    }
-    rtts.sort_unstable();
-    let percentile = |p: f64| {
-        rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize).map_or(0, |&v| u64::from(v))
-    };
-    result.messages_per_second = result.messages as f64 / result.seconds;
-    result.rtt_mean_us =
-        rtts.iter().map(|&v| u64::from(v)).sum::<u64>() as f64 / rtts.len().max(1) as f64;
-    result.rtt_p50_us = percentile(0.50);
-    result.rtt_p99_us = percentile(0.99);
-    result.rtt_max_us = rtts.last().map_or(0, |&v| u64::from(v));
-    let mean = result.messages as f64 / connections as f64;
-    result.fairness = if mean > 0.0 { fewest as f64 / mean } else { 0.0 };
-    result.server_cpu_seconds = after.server_seconds - before.server_seconds;
-    result.others_cpu_seconds = (after.total_seconds - before.total_seconds)
-        - result.server_cpu_seconds
-        - (after.own_seconds - before.own_seconds);
-    result.messages_per_server_cpu_second =
-        result.messages as f64 / result.server_cpu_seconds.max(0.01);
-    Ok(result)
+    Ok(EchoResult::from_tallies(connections, 1, window, &tallies, &before, &after))
 }
 
 /// One connection's closed loop: counts only round trips that start inside the window, and
@@ -219,7 +180,7 @@ async fn talk(c: usize, mut conn: Conn, start: Instant, deadline: Instant, size:
             Ok(Ok(reply)) if reply == expected.as_bytes() => {
                 if sent >= start {
                     tally.replies += 1;
-                    tally.rtts_us.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    tally.rtts_us.push(sent.elapsed().as_micros() as u64);
                 }
             }
             _ => {

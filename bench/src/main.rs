@@ -315,37 +315,53 @@ async fn echo(
     let elapsed = started.elapsed();
     let after = cpu::Snapshot::take(pid)?;
 
-    let mut result = EchoResult {
-        connections,
-        pipeline,
-        seconds: elapsed.as_secs_f64(),
-        ..EchoResult::default()
-    };
-    let mut rtts: Vec<u64> = Vec::new();
-    let mut fewest = u64::MAX;
-    for tally in &tallies {
-        result.messages += tally.replies;
-        result.errors += tally.errors;
-        fewest = fewest.min(tally.replies);
-        rtts.extend_from_slice(&tally.rtts_us);
+    Ok(EchoResult::from_tallies(connections, pipeline, elapsed, &tallies, &before, &after))
+}
+
+impl EchoResult {
+    /// The figures of an echo window from each connection's tally and the CPU snapshots at its
+    /// edges (shared by both generators).
+    fn from_tallies(
+        connections: usize,
+        pipeline: usize,
+        elapsed: Duration,
+        tallies: &[Tally],
+        before: &cpu::Snapshot,
+        after: &cpu::Snapshot,
+    ) -> Self {
+        let mut result = EchoResult {
+            connections,
+            pipeline,
+            seconds: elapsed.as_secs_f64(),
+            ..EchoResult::default()
+        };
+        let mut rtts: Vec<u64> = Vec::new();
+        let mut fewest = u64::MAX;
+        for tally in tallies {
+            result.messages += tally.replies;
+            result.errors += tally.errors;
+            fewest = fewest.min(tally.replies);
+            rtts.extend_from_slice(&tally.rtts_us);
+        }
+        rtts.sort_unstable();
+        let percentile = |p: f64| {
+            rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0)
+        };
+        result.messages_per_second = result.messages as f64 / result.seconds;
+        result.rtt_mean_us = rtts.iter().sum::<u64>() as f64 / rtts.len().max(1) as f64;
+        result.rtt_p50_us = percentile(0.50);
+        result.rtt_p99_us = percentile(0.99);
+        result.rtt_max_us = rtts.last().copied().unwrap_or(0);
+        let mean = result.messages as f64 / connections as f64;
+        result.fairness = if mean > 0.0 { fewest as f64 / mean } else { 0.0 };
+        result.server_cpu_seconds = after.server_seconds - before.server_seconds;
+        result.others_cpu_seconds = (after.total_seconds - before.total_seconds)
+            - result.server_cpu_seconds
+            - (after.own_seconds - before.own_seconds);
+        result.messages_per_server_cpu_second =
+            result.messages as f64 / result.server_cpu_seconds.max(0.01);
+        result
     }
-    rtts.sort_unstable();
-    let percentile =
-        |p: f64| rtts.get(((rtts.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0);
-    result.messages_per_second = result.messages as f64 / result.seconds;
-    result.rtt_mean_us = rtts.iter().sum::<u64>() as f64 / rtts.len().max(1) as f64;
-    result.rtt_p50_us = percentile(0.50);
-    result.rtt_p99_us = percentile(0.99);
-    result.rtt_max_us = rtts.last().copied().unwrap_or(0);
-    let mean = result.messages as f64 / connections as f64;
-    result.fairness = if mean > 0.0 { fewest as f64 / mean } else { 0.0 };
-    result.server_cpu_seconds = after.server_seconds - before.server_seconds;
-    result.others_cpu_seconds = (after.total_seconds - before.total_seconds)
-        - result.server_cpu_seconds
-        - (after.own_seconds - before.own_seconds);
-    result.messages_per_server_cpu_second =
-        result.messages as f64 / result.server_cpu_seconds.max(0.01);
-    Ok(result)
 }
 
 /// One connection's closed loop: keeps `pipeline` messages in flight until `deadline`, then
