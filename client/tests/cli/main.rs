@@ -578,8 +578,14 @@ async fn stdin_lines_are_published_and_the_client_exits_once_they_are_back() {
     let mut command = client_command(&["room", "--url", &app.room_url()]);
     command.env("CLIENT_URL", app.ws_url()).env("CLIENT_TIMEOUT", "5s");
     let run = run(command, Some("one\n\ntwo\nthree\n")).await;
-    assert_success(&run);
+    assert_published_one_two_three(&run, &mut peer).await;
+}
 
+/// `run` (a `client room` fed `one`, an empty line, `two`, `three`) published the three
+/// non-empty lines, `peer` heard them from its name, and every one came back to its own stdout
+/// before it left.
+async fn assert_published_one_two_three(run: &Run, peer: &mut Peer) {
+    assert_success(run);
     let first = run.stderr.lines().next().unwrap_or_default();
     let (name, _) = parse_joined(first).unwrap_or_else(|| panic!("not joined: {}", run.stderr));
     let mut expected = String::new();
@@ -588,7 +594,6 @@ async fn stdin_lines_are_published_and_the_client_exits_once_they_are_back() {
         assert_eq!(from, name);
         expected.push_str(&format!("{offset} {name}: {text}\n"));
     }
-    // Every line of its own came back before it left: all three are on its stdout.
     assert_eq!(run.stdout, expected);
 }
 

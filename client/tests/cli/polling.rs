@@ -260,16 +260,7 @@ async fn room_stdin_over_polling_is_published_and_the_client_exits_once_it_is_ba
     let mut peer = Peer::join(&app).await;
     let run =
         client(&polling(&["room", "--url", &app.room_url()]), Some("one\n\ntwo\nthree\n")).await;
-    assert_success(&run);
-    let first = run.stderr.lines().next().unwrap_or_default();
-    let (name, _) = parse_joined(first).unwrap_or_else(|| panic!("not joined: {}", run.stderr));
-    let mut expected = String::new();
-    for text in ["one", "two", "three"] {
-        let (offset, from) = peer.hear(text).await;
-        assert_eq!(from, name);
-        expected.push_str(&format!("{offset} {name}: {text}\n"));
-    }
-    assert_eq!(run.stdout, expected);
+    assert_published_one_two_three(&run, &mut peer).await;
 }
 
 #[tokio::test]

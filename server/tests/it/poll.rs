@@ -67,6 +67,15 @@ async fn open_echo(server: &TestServer) -> String {
     sid
 }
 
+/// A long poll on its own task, returned once the server counts it as waiting (the session's
+/// second long poll: the first took the greeting).
+async fn poll_in_background(server: &TestServer, sid: &str) -> tokio::task::JoinHandle<Reply> {
+    let url = url(server, &contract::session_path(sid));
+    let waiting = tokio::spawn(async move { request(Method::GET, &url, &[], "").await });
+    server.wait_for_metric("poll_requests_total{kind=\"long\"}", 2.0).await;
+    waiting
+}
+
 fn config() -> Config {
     Config { poll_timeout: Duration::from_secs(5), ..test_config() }
 }
@@ -97,11 +106,7 @@ async fn the_echo_answers_in_order_and_batches_what_waits() {
 async fn a_long_poll_waits_for_the_reply_and_only_one_may_wait() {
     let server = spawn_with(config()).await;
     let sid = open_echo(&server).await;
-    let waiting = {
-        let url = url(&server, &contract::session_path(&sid));
-        tokio::spawn(async move { request(Method::GET, &url, &[], "").await })
-    };
-    server.wait_for_metric("poll_requests_total{kind=\"long\"}", 2.0).await;
+    let waiting = poll_in_background(&server, &sid).await;
     let second = get(&server, &sid, true).await;
     assert_eq!(second.status, StatusCode::CONFLICT);
     assert_eq!(second.body.trim(), contract::POLL_PENDING);
@@ -274,11 +279,7 @@ async fn the_origin_check_applies_to_polling() {
 async fn shutdown_answers_a_waiting_poll_with_1001() {
     let server = spawn_with(config()).await;
     let sid = open_echo(&server).await;
-    let waiting = {
-        let url = url(&server, &contract::session_path(&sid));
-        tokio::spawn(async move { request(Method::GET, &url, &[], "").await })
-    };
-    server.wait_for_metric("poll_requests_total{kind=\"long\"}", 2.0).await;
+    let waiting = poll_in_background(&server, &sid).await;
     let stopped = tokio::spawn(server.stop());
     let reply = waiting.await.expect("GET");
     assert_eq!(reply.status, StatusCode::OK);
@@ -456,11 +457,7 @@ async fn delete_answers_a_waiting_poll_with_1000() {
     let server = spawn_with(config()).await;
     let sid = open_echo(&server).await;
     let session = url(&server, &contract::session_path(&sid));
-    let waiting = {
-        let session = session.clone();
-        tokio::spawn(async move { request(Method::GET, &session, &[], "").await })
-    };
-    server.wait_for_metric("poll_requests_total{kind=\"long\"}", 2.0).await;
+    let waiting = poll_in_background(&server, &sid).await;
     assert_eq!(request(Method::DELETE, &session, &[], "").await.status, StatusCode::NO_CONTENT);
     let reply = waiting.await.expect("GET");
     assert_eq!(contract::decode(&reply.body), Ok(vec![Item::Close(wire::close::NORMAL, "")]));
