@@ -59,10 +59,6 @@ pub fn all(root: &Path) -> Result<()> {
         let mut command = Command::new(cargo_exe());
         command
             .args(["test", "--workspace", "--locked"])
-            // Four at a time within each test binary: the end-to-end tests mostly wait (on
-            // browsers, reconnect timers, the page's 3 s fallback deadline), not compute; on
-            // 2 cores this took the end-to-end binary from 100 s to 61 s.
-            .args(["--", "--test-threads", "4"])
             .env("E2E_SERVER_BIN", &server_bin)
             .env("E2E_CLIENT_BIN", &client_bin)
             .env("E2E_DIST", &dist)
