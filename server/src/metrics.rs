@@ -9,11 +9,11 @@
 //! `/metrics` from 2 KB to 64 KB). A new label a peer can influence gets the same treatment:
 //! map it onto a closed set first, with one value for "anything else". Today's labels:
 //! `ws_closes_total{code}` ([`close_label`]: 18 values), `ws_upgrades_refused_total{reason}`
-//! ([`RefusedReason`]: 4), `room_refused_total{reason}` ([`RoomRefusal`]: 2),
+//! ([`RefusedReason`]: 6), `room_refused_total{reason}` ([`RoomRefusal`]: 2),
 //! `room_joins_total{outcome}` (3, from [`Metrics::room_joined`]'s `match`),
 //! `sessions_open{transport}`, `transport_messages_received_total{transport}` and
 //! `transport_messages_sent_total{transport}` ([`Transport`]: 2), `poll_requests_total{kind}`
-//! ([`PollKind`]: 5), `poll_refused_total{reason}` ([`PollRefusal`]: 8) and
+//! ([`PollKind`]: 5), `poll_refused_total{reason}` ([`PollRefusal`]: 9) and
 //! `poll_sessions_ended_total{why}` ([`PollEnd`]: 6).
 
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub enum RefusedReason {
     Origin,
     /// 503: `--max-connections` are open.
     Limit,
+    /// 503: a room join before the room is ready (it has not reached Redis since it started).
+    Unready,
     /// 4xx or a closed socket: not a valid WebSocket upgrade, or not HTTP at all.
     Malformed,
     /// The request head did not arrive within `--handshake-timeout`.
@@ -49,6 +51,7 @@ impl RefusedReason {
         match self {
             Self::Origin => "origin",
             Self::Limit => "limit",
+            Self::Unready => "unready",
             Self::Malformed => "malformed",
             Self::Timeout => "timeout",
             Self::Host => "host",
@@ -168,6 +171,8 @@ label_enum! {
         TooBig => "too_big",
         /// 503: `--max-connections` are open, or the session's queue stayed full.
         Limit => "limit",
+        /// 503: a room session opened before the room is ready (see `Room::ready`).
+        Unready => "unready",
         /// 405: a method the path does not take.
         Method => "method",
     }

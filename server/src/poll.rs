@@ -284,6 +284,8 @@ pub enum PollError {
     Full { max: usize },
     #[error("this session has a full queue of replies waiting: GET them, then send more")]
     Backlog,
+    #[error("{}; retry in {RETRY_AFTER_SECONDS} s", crate::room::NOT_READY)]
+    RoomNotReady,
 }
 
 impl PollError {
@@ -300,6 +302,7 @@ impl PollError {
             Self::Taken => PollRefusal::Taken,
             Self::TooBig(_) => PollRefusal::TooBig,
             Self::Full { .. } | Self::Backlog => PollRefusal::Limit,
+            Self::RoomNotReady => PollRefusal::Unready,
         }
     }
 
@@ -314,7 +317,9 @@ impl PollError {
             Self::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Pending | Self::Taken => StatusCode::CONFLICT,
             Self::TooBig(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Full { .. } | Self::Backlog => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Full { .. } | Self::Backlog | Self::RoomNotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -327,7 +332,7 @@ impl IntoResponse for PollError {
             Self::Method(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            Self::Full { .. } | Self::Backlog => {
+            Self::Full { .. } | Self::Backlog | Self::RoomNotReady => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
             _ => {}
@@ -414,7 +419,13 @@ fn open_session(
 ) -> Result<Response, PollError> {
     let resume = match open {
         Open::Echo => None,
-        Open::Room => wire::room::parse_query(query).map_err(PollError::Query)?,
+        Open::Room => {
+            let resume = wire::room::parse_query(query).map_err(PollError::Query)?;
+            if !state.room.ready() {
+                return Err(PollError::RoomNotReady);
+            }
+            resume
+        }
     };
     let slot = state
         .slots

@@ -65,6 +65,8 @@ pub enum Refusal {
          retry in {RETRY_AFTER_SECONDS} s"
     )]
     Full { max: usize },
+    #[error("{}; retry in {RETRY_AFTER_SECONDS} s", crate::room::NOT_READY)]
+    RoomNotReady,
 }
 
 impl Refusal {
@@ -73,6 +75,7 @@ impl Refusal {
         match self {
             Refusal::Origin(_) => RefusedReason::Origin,
             Refusal::Full { .. } => RefusedReason::Limit,
+            Refusal::RoomNotReady => RefusedReason::Unready,
             _ => RefusedReason::Malformed,
         }
     }
@@ -85,7 +88,7 @@ impl IntoResponse for Refusal {
             Refusal::NotAnUpgrade | Refusal::Version(_) => StatusCode::UPGRADE_REQUIRED,
             Refusal::Key | Refusal::NotUpgradable | Refusal::Query(_) => StatusCode::BAD_REQUEST,
             Refusal::Origin(_) => StatusCode::FORBIDDEN,
-            Refusal::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Full { .. } | Refusal::RoomNotReady => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut response = (status, format!("{self}\n")).into_response();
         let headers = response.headers_mut();
@@ -100,7 +103,7 @@ impl IntoResponse for Refusal {
             Refusal::Version(_) => {
                 headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(VERSION));
             }
-            Refusal::Full { .. } => {
+            Refusal::Full { .. } | Refusal::RoomNotReady => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
             _ => {}
@@ -165,11 +168,17 @@ pub async fn handler(State(state): State<AppState>, request: Request) -> Respons
     serve_upgrade(state, request, |_| Ok(Endpoint::Echo))
 }
 
-/// `GET /ws/room[?epoch=E&offset=N]`: the same, for the room; a malformed query gets 400.
+/// `GET /ws/room[?epoch=E&offset=N]`: the same, for the room; a malformed query gets 400, and
+/// a room that is not [`crate::room::Room::ready`] 503.
 pub async fn room_handler(State(state): State<AppState>, request: Request) -> Response {
+    let ready = state.room.ready();
     serve_upgrade(state, request, |request| {
         let query = request.uri().query().unwrap_or_default();
-        wire::room::parse_query(query).map(Endpoint::Room).map_err(Refusal::Query)
+        let resume = wire::room::parse_query(query).map_err(Refusal::Query)?;
+        if !ready {
+            return Err(Refusal::RoomNotReady);
+        }
+        Ok(Endpoint::Room(resume))
     })
 }
 

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use web::page::LOG_ID;
+use web::room_page::{LOG_ID as ROOM_LOG_ID, STATUS_ID as ROOM_STATUS_ID};
 
 /// How often readiness is polled.
 const POLL: Duration = Duration::from_millis(50);
@@ -547,8 +548,18 @@ impl Browser {
                 let lines = self.log_lines().await.unwrap_or_default();
                 let status: String =
                     self.eval("return document.getElementById('status').textContent;").await?;
+                // The Room view's too, where the page has one.
+                let room: Vec<String> = self
+                    .eval(&format!(
+                        "const s = document.getElementById('{ROOM_STATUS_ID}'); \
+                         return s ? [s.textContent].concat(Array.from(\
+                         document.querySelectorAll('#{ROOM_LOG_ID} p'), p => p.textContent)) : [];"
+                    ))
+                    .await
+                    .unwrap_or_default();
                 bail!(
-                    "{}: not {what} after {limit:?}; status {status:?}, log {lines:?}",
+                    "{}: not {what} after {limit:?}; status {status:?}, log {lines:?}; \
+                     room status and log {room:?}",
                     self.engine.name()
                 );
             }

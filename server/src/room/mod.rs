@@ -28,6 +28,11 @@ use crate::Config;
 
 use self::hub::Hub;
 
+/// Why a join was refused while the room is not [`Room::ready`] (a 503's body, with
+/// `Retry-After`).
+pub const NOT_READY: &str =
+    "the room is not ready: this instance has not reached its broker (Redis) since it started";
+
 /// Presence frames go out at most this often: joins and leaves in a burst become one frame.
 pub const PRESENCE_COALESCE: Duration = Duration::from_millis(250);
 
@@ -123,9 +128,24 @@ impl Room {
         (member, joined.frames)
     }
 
+    /// Whether the room takes members. With Redis, not until the broker has been reached once
+    /// since this process started: before that the room's epoch is this process's own, and a
+    /// page that joined it would be told its history was reset, then reset again once the real
+    /// epoch arrives. Joins in that window are refused with 503 and `Retry-After` (the page and
+    /// the CLI retry as after any failed connection). A broker lost *after* that keeps its
+    /// members and takes new ones: the room still knows its epoch and history, and only
+    /// publishing is refused.
+    pub fn ready(&self) -> bool {
+        match &self.engine {
+            Engine::Embedded => true,
+            Engine::Redis(broker) => broker.has_synced(),
+        }
+    }
+
     /// Why the room is degraded, if it is (for `/readyz`).
     pub fn degraded(&self) -> Option<&'static str> {
         match &self.engine {
+            Engine::Redis(broker) if !broker.has_synced() => Some("waiting for its broker"),
             Engine::Redis(broker) if !broker.is_up() => Some("broker unavailable"),
             _ => None,
         }

@@ -20,6 +20,7 @@
 //! unavailable"), `room_broker_up` is 0 and `/readyz` names the degraded room, and the follower
 //! reconnects by itself with backoff, then catches up from its last offset.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,6 +98,10 @@ pub struct Broker {
     /// works exactly while the room is up (and is refused at once, not after a timeout, while
     /// it is down).
     commands: Mutex<Option<MultiplexedConnection>>,
+    /// Whether the hub has had Redis's epoch and history at least once. Until then its epoch is
+    /// this process's own, which no other instance knows, so the room takes no members (see
+    /// [`super::Room::ready`]).
+    synced: AtomicBool,
     /// The name this instance reports its presence under.
     instance: String,
     history: usize,
@@ -120,6 +125,7 @@ impl Broker {
         Self {
             client: url.client(),
             commands: Mutex::new(None),
+            synced: AtomicBool::new(false),
             instance: format!("{:016x}", super::random()),
             history,
             publish: Script::new(PUBLISH),
@@ -136,6 +142,11 @@ impl Broker {
     /// Whether the follower is connected to Redis.
     pub fn is_up(&self) -> bool {
         self.commands.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Whether the room has had its epoch and history from Redis since this process started.
+    pub fn has_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
     }
 
     fn set_commands(&self, commands: Option<MultiplexedConnection>) {
@@ -234,6 +245,7 @@ impl Broker {
             info!(epoch, last, kept = history.len(), "room history loaded from Redis");
             hub.reset(epoch, history);
         }
+        self.synced.store(true, Ordering::Release);
         self.set_commands(Some(commands));
         *delay = RETRY_FIRST;
         // Where to read on from: the last offset seen, delivered or not (an entry that does not

@@ -384,3 +384,49 @@ async fn shutdown_sends_1001_to_room_members() {
     );
     stopping.await.expect("stopped");
 }
+
+/// With `--redis-url`, until this instance has reached Redis once, the room's epoch is its own:
+/// joins are refused with 503 and `Retry-After` on both transports (a page would otherwise be
+/// told its history was reset, twice), while the echo serves.
+#[tokio::test]
+async fn before_its_broker_is_reached_the_room_refuses_joins_with_503_and_the_echo_serves() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let nothing_there = listener.local_addr().expect("address");
+    drop(listener);
+    let mut config = room_config();
+    config.redis_url = Some(format!("redis://{nothing_there}").parse().expect("a Redis URL"));
+    let server = spawn_with(config).await;
+
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        wire::room::PATH,
+        server.addr
+    );
+    let (mut tcp, head) = raw_request(server.addr, request.as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("retry-after: {}\r\n", server::ws::RETRY_AFTER_SECONDS)),
+        "{head}"
+    );
+    let body = crate::helpers::read_to_end(&mut tcp).await;
+    assert!(String::from_utf8_lossy(&body).contains(server::room::NOT_READY), "{body:?}");
+
+    let sid = "not-ready-session-0001";
+    let path = wire::poll::open_path(sid, wire::poll::Open::Room);
+    let polled =
+        server::testing::request(axum::http::Method::POST, &server.url(&path), &[], "").await;
+    assert_eq!(polled.status, axum::http::StatusCode::SERVICE_UNAVAILABLE, "{}", polled.body);
+    assert!(polled.body.contains(server::room::NOT_READY), "{}", polled.body);
+
+    let (mut echo, _) = tokio_tungstenite::connect_async(server.ws_url()).await.expect("echo");
+    assert_eq!(next(&mut echo).await, Message::text(wire::WELCOME));
+
+    let ready = crate::helpers::get(&server.url("/readyz")).await;
+    assert_eq!(ready.status, axum::http::StatusCode::OK);
+    assert!(ready.body.contains("waiting for its broker"), "{}", ready.body);
+    let metrics = server.scrape().await;
+    assert!(metrics.contains("ws_upgrades_refused_total{reason=\"unready\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("poll_refused_total{reason=\"unready\"} 1\n"), "{metrics}");
+}
