@@ -136,6 +136,9 @@ const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
     \r\n\
     the server has --max-http-connections HTTP connections open; retry in 5 s\n";
 
+/// How long [`run`] waits for the room's broker before it accepts connections.
+pub const BROKER_STARTUP_WAIT: Duration = Duration::from_secs(2);
+
 /// Serves on `listener` until `shutdown` completes; then stops accepting, turns `/readyz` to
 /// 503, sends Close 1001 to every open WebSocket and waits for requests and connections to
 /// finish, at most `config.shutdown_grace` in all.
@@ -161,6 +164,16 @@ pub async fn run(
         .max_buf_size(limits::HEAD_LIMIT);
     let workers =
         workers::Workers::start(state.config.workers.unwrap_or_else(workers::default_count))?;
+    // With Redis, the room takes members once it has the room's epoch from it (see
+    // `Room::ready`): wait for that a moment, so that a page reconnecting while this instance
+    // starts waits in the listen backlog instead of being refused. Redis down at startup
+    // does not keep the echo from serving.
+    if tokio::time::timeout(BROKER_STARTUP_WAIT, state.room.until_ready()).await.is_err() {
+        info!(
+            waited = ?BROKER_STARTUP_WAIT,
+            "room broker (Redis) not reached yet: serving, with room joins refused until it is"
+        );
+    }
     info!(
         workers = workers.count(),
         max_connections = state.slots.max(),

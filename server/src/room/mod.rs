@@ -142,6 +142,13 @@ impl Room {
         }
     }
 
+    /// Returns once the room is [`Room::ready`] (at once with the embedded engine).
+    pub async fn until_ready(&self) {
+        if let Engine::Redis(broker) = &self.engine {
+            broker.synced().await;
+        }
+    }
+
     /// Why the room is degraded, if it is (for `/readyz`).
     pub fn degraded(&self) -> Option<&'static str> {
         match &self.engine {

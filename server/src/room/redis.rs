@@ -27,6 +27,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Script, Value};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -102,6 +103,8 @@ pub struct Broker {
     /// this process's own, which no other instance knows, so the room takes no members (see
     /// [`super::Room::ready`]).
     synced: AtomicBool,
+    /// Woken when `synced` turns true.
+    on_synced: Notify,
     /// The name this instance reports its presence under.
     instance: String,
     history: usize,
@@ -126,6 +129,7 @@ impl Broker {
             client: url.client(),
             commands: Mutex::new(None),
             synced: AtomicBool::new(false),
+            on_synced: Notify::new(),
             instance: format!("{:016x}", super::random()),
             history,
             publish: Script::new(PUBLISH),
@@ -147,6 +151,17 @@ impl Broker {
     /// Whether the room has had its epoch and history from Redis since this process started.
     pub fn has_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// Returns once [`Broker::has_synced`].
+    pub async fn synced(&self) {
+        loop {
+            let woken = self.on_synced.notified();
+            if self.has_synced() {
+                return;
+            }
+            woken.await;
+        }
     }
 
     fn set_commands(&self, commands: Option<MultiplexedConnection>) {
@@ -246,6 +261,7 @@ impl Broker {
             hub.reset(epoch, history);
         }
         self.synced.store(true, Ordering::Release);
+        self.on_synced.notify_waiters();
         self.set_commands(Some(commands));
         *delay = RETRY_FIRST;
         // Where to read on from: the last offset seen, delivered or not (an entry that does not
