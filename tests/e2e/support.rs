@@ -398,22 +398,32 @@ impl Engine {
 /// same number on the other, which fails when that one is taken there (seen on a machine with
 /// tens of thousands of loopback sockets, right after `cargo xtask bench`): it then prints
 /// "port not available" and exits, and is started again, three times at most.
+///
+/// Each browser gets a new profile in the driver's `TMPDIR`, put in memory (`/dev/shm`) where
+/// there is one: a new profile is tens of megabytes of SQLite files, each fsynced, and with
+/// four tests at a time beside builds and Redis on a busy disk, Firefox once took 56 s to
+/// start and geckodriver gave up ("Failed to read marionette port").
 async fn start_driver(paths: &Paths, engine: Engine) -> Result<(Proc, u16)> {
     const ATTEMPTS: usize = 3;
+    let in_memory = Path::new("/dev/shm");
     let mut attempt = 1;
     loop {
-        let (mut driver, marker) = match engine {
+        let (mut command, name, marker) = match engine {
             Engine::Chromium => {
                 let mut command = Command::new(&paths.chromedriver);
                 command.arg("--port=0");
-                (Proc::spawn_group("chromedriver", &mut command)?, "started successfully on port ")
+                (command, "chromedriver", "started successfully on port ")
             }
             Engine::Firefox => {
                 let mut command = Command::new(&paths.geckodriver);
                 command.args(["--port", "0"]);
-                (Proc::spawn_group("geckodriver", &mut command)?, "Listening on 127.0.0.1:")
+                (command, "geckodriver", "Listening on 127.0.0.1:")
             }
         };
+        if in_memory.is_dir() {
+            command.env("TMPDIR", in_memory);
+        }
+        let mut driver = Proc::spawn_group(name, &mut command)?;
         let port = driver
             .wait_for_output(Duration::from_secs(30), |out| {
                 let rest = out.split(marker).nth(1)?;

@@ -260,9 +260,9 @@ impl Broker {
             info!(epoch, last, kept = history.len(), "room history loaded from Redis");
             hub.reset(epoch, history);
         }
+        self.set_commands(Some(commands));
         self.synced.store(true, Ordering::Release);
         self.on_synced.notify_waiters();
-        self.set_commands(Some(commands));
         *delay = RETRY_FIRST;
         // Where to read on from: the last offset seen, delivered or not (an entry that does not
         // decode is skipped once, not read again forever).
