@@ -349,6 +349,19 @@ where
                 return error.into();
             }
         }
+        // What the room pushed meanwhile goes out with the replies: a member publishing a
+        // burst longer than its mailbox gets its own messages back as part of it instead of
+        // becoming its own slow consumer (the look-ahead below keeps reading).
+        if has_mailbox {
+            for _ in 0..PUSH_BATCH {
+                let Some(frame) = app.try_pushed() else { break };
+                if let Err(error) =
+                    queue_data(socket, Message::Text(frame), settings, metrics).await
+                {
+                    return error.into();
+                }
+            }
+        }
         // Replies to a burst of messages go out in one write: while the next frame is already
         // here (in tungstenite's buffer or the socket's), answer it first; flush once nothing
         // more has arrived.

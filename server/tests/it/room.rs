@@ -430,3 +430,19 @@ async fn before_its_broker_is_reached_the_room_refuses_joins_with_503_and_the_ec
     assert!(metrics.contains("ws_upgrades_refused_total{reason=\"unready\"} 1\n"), "{metrics}");
     assert!(metrics.contains("poll_refused_total{reason=\"unready\"} 1\n"), "{metrics}");
 }
+
+/// A member that publishes a burst longer than its mailbox, all in one write, reads its own
+/// messages back afterwards: the server sends what the room pushed while it reads the burst,
+/// so the publisher is not closed as its own slow consumer (1013).
+#[tokio::test]
+async fn a_burst_longer_than_the_mailbox_comes_back_whole_to_its_publisher() {
+    let server = spawn_with(room_config()).await;
+    let mut a = join(&server, None).await;
+    let total = 3 * server::mailbox::CAPACITY as u64;
+    for n in 0..total {
+        a.socket.feed(Message::text(format!("b{n}"))).await.expect("queue");
+    }
+    a.socket.flush().await.expect("one write");
+    let texts = messages(&mut a.socket, a.offset + 1, total).await;
+    assert_eq!(texts.last().map(String::as_str), Some(format!("b{}", total - 1).as_str()));
+}
