@@ -33,12 +33,13 @@ pub const DISCARD_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// tungstenite's read buffer per connection. Its default, 128 KiB, is allocated eagerly for
 /// every socket: 1.3 GB for 10,000 idle connections (axum's defaults hold 137 KB per idle
-/// connection in `cargo xtask bench`). The tutorial's messages are tens of bytes, and 1 KiB
-/// still takes a burst of two dozen of them per `read()`; a bigger message grows the buffer to
-/// its own size on demand (and it keeps that size while the connection lives), read 1 KiB per
-/// call. Measured (docs/BENCHMARKS.md): 4 KiB → 1 KiB took 3 KB off each idle connection and
-/// changed no throughput figure beyond noise.
-pub const READ_BUFFER_SIZE: usize = 1024;
+/// connection in `cargo xtask bench`). The tutorial's messages are tens of bytes, and 512 B
+/// still takes a burst of a dozen of them per `read()`; a bigger message grows the buffer to
+/// its own size on demand (and it keeps that size while the connection lives), read 512 B per
+/// call. Measured (docs/BENCHMARKS.md): 4 KiB → 1 KiB took 3 KB off each idle connection,
+/// 1 KiB → 512 B another 0.5 KB (5,339 → 4,838 B at 10,000), and neither moved a throughput
+/// figure beyond noise (pipelined 64 × 16 included).
+pub const READ_BUFFER_SIZE: usize = 512;
 /// How much outgoing data tungstenite gathers before writing it to the socket when frames
 /// are queued without a flush. Grown on demand, not allocated up front. Every send here
 /// flushes, so this only matters for batching.
