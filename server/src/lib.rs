@@ -309,7 +309,7 @@ async fn serve_http(
         } else if error.is_parse() || error.is_parse_too_large() || error.is_incomplete_message() {
             RefusedReason::Malformed
         } else {
-            debug!(%peer, %error, "connection ended with an error");
+            debug!(%peer, ?error, "connection ended with an error");
             return;
         };
         state.metrics.refused(reason);

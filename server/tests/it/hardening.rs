@@ -16,13 +16,24 @@ use crate::helpers::{
     test_config, STEP,
 };
 
-/// Everything logged on this thread while the guard lives (the test runtime is
-/// single-threaded, so that is every server task's events too).
+/// Everything logged on this thread while the guard lives. The test runtime is
+/// single-threaded, so with [`one_worker`] that is every server task's events too.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Logs {
     fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        // tracing caches each callsite's interest process-wide, computed when the line
+        // first runs. While only one dispatcher exists (ours, thread-local), it is computed
+        // against the *registering* thread's default: a server worker thread or a sibling
+        // test with no subscriber caches `never`, and our thread's event is then dropped
+        // (tokio-rs/tracing#3611; it lost "Connection closed" in CI). A second, global
+        // dispatcher makes tracing ask every live one instead, and ours says yes.
+        static BASELINE: std::sync::Once = std::sync::Once::new();
+        BASELINE.call_once(|| {
+            let _ =
+                tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::new());
+        });
         let logs = Self::default();
         let writer = logs.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -58,14 +69,26 @@ impl Write for Logs {
     }
 }
 
-/// A bundle with one 1 MiB file, `big.wasm`.
+/// Every connection on the test's own thread, where [`Logs`] sees it: the default spreads
+/// them over one runtime per core, whose threads log elsewhere.
+fn one_worker() -> Config {
+    Config { workers: Some(1), ..test_config() }
+}
+
+/// A bundle with one 1 MiB file, `big.wasm`, written once per process: tests run in
+/// parallel, and rewriting it (which truncates) under another test's server cut that
+/// server's response short (hyper: "user body write aborted", `NotEof`).
 fn big_bundle() -> std::path::PathBuf {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("assets-hardening-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("index.html"), "<!doctype html>").expect("index");
-    std::fs::write(dir.join("big.wasm"), vec![0u8; 1024 * 1024]).expect("big");
-    dir
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("assets-hardening-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("index.html"), "<!doctype html>").expect("index");
+        std::fs::write(dir.join("big.wasm"), vec![0u8; 1024 * 1024]).expect("big");
+        dir
+    })
+    .clone()
 }
 
 /// 300 pipelined GETs of a 1 MiB file (300 MiB of responses), never read.
@@ -81,7 +104,7 @@ async fn a_client_that_stops_reading_pipelined_responses_is_dropped_after_the_se
     const SEND_TIMEOUT: Duration = Duration::from_millis(300);
     let (logs, _guard) = Logs::capture();
     let assets = big_bundle();
-    let app = spawn_with(Config { assets, send_timeout: SEND_TIMEOUT, ..test_config() }).await;
+    let app = spawn_with(Config { assets, send_timeout: SEND_TIMEOUT, ..one_worker() }).await;
 
     let started = Instant::now();
     let mut tcp = stall_pipelined(app.addr).await;
@@ -260,7 +283,7 @@ async fn what_a_peer_can_cause_is_logged_at_info_or_below() {
         max_http_connections: Some(3),
         send_timeout: Duration::from_millis(200),
         allowed_hosts: vec!["app.example".parse().expect("host")],
-        ..test_config()
+        ..one_worker()
     };
     let app = spawn_with(config).await;
     let addr = app.addr;

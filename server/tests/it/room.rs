@@ -250,33 +250,45 @@ async fn a_slow_consumer_is_closed_with_1013_while_a_hundred_others_get_everythi
     // slow one itself.
     let (mut publisher, mut echoes) = join(&server, None).await.socket.split();
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
-    let readers: Vec<_> = others
+    // The others read at the publisher's pace, by construction: each says how far it got,
+    // and the publisher sends a batch only once all have read the one before. Unpaced, on a
+    // loaded machine, the test's one thread (the publisher and the hundred readers) could
+    // leave a reader a mailbox behind, and the room rightly closed it as slow too.
+    let (readers, progress): (Vec<_>, Vec<_>) = others
         .into_iter()
         .map(|mut member| {
-            tokio::spawn(async move {
+            let (seen, progress) = tokio::sync::watch::channel(0u64);
+            let reader = tokio::spawn(async move {
                 // Every message, consecutive, until the publisher's last one.
                 let mut expected = 1;
                 loop {
                     let (offset, _, text) = message(&mut member.socket).await;
                     assert_eq!(offset, expected, "no gap, no duplicate");
                     expected += 1;
+                    seen.send_replace(offset);
                     if text == "last" {
                         return offset;
                     }
                 }
-            })
+            });
+            (reader, progress)
         })
-        .collect();
+        .unzip();
     // Publish until the slow one is found out: that takes what the kernel buffers between the
     // server and it hold (the server's send buffer grows to a few MiB on Linux), then a whole
     // mailbox.
+    const BATCH: u64 = 100;
     let text = "x".repeat(4000);
     let mut published = 0u64;
     loop {
-        for _ in 0..100 {
+        for mut seen in progress.iter().cloned() {
+            let caught_up = seen.wait_for(|&offset| offset + BATCH >= published);
+            tokio::time::timeout(STEP, caught_up).await.expect("read in time").expect("reading");
+        }
+        for _ in 0..BATCH {
             publisher.send(Message::text(text.as_str())).await.expect("publish");
         }
-        published += 100;
+        published += BATCH;
         let metrics = server.scrape().await;
         if crate::helpers::metric(&metrics, "room_slow_consumers_total") >= 1.0 {
             break;
