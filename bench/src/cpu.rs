@@ -10,14 +10,18 @@ const TICKS_PER_SECOND: f64 = 100.0;
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot {
     pub server_seconds: f64,
+    /// The user-space part of `server_seconds`: the rest is the kernel's (the sockets).
+    pub server_user_seconds: f64,
     pub own_seconds: f64,
     pub total_seconds: f64,
 }
 
 impl Snapshot {
     pub fn take(server_pid: u32) -> Result<Self> {
+        let (user, system) = user_and_system(&format!("/proc/{server_pid}/stat"))?;
         Ok(Self {
-            server_seconds: process_seconds(&format!("/proc/{server_pid}/stat"))?,
+            server_seconds: user + system,
+            server_user_seconds: user,
             own_seconds: process_seconds("/proc/self/stat")?,
             total_seconds: machine_busy_seconds()?,
         })

@@ -153,6 +153,9 @@ struct EchoResult {
     fairness: f64,
     server_cpu_seconds: f64,
     messages_per_server_cpu_second: f64,
+    /// The server's user-space CPU time per message, in µs: what its own code costs, the
+    /// kernel's socket work aside (most of the total at one message in flight).
+    server_user_us_per_message: f64,
     /// CPU seconds used by every process but the server and this one during the window.
     others_cpu_seconds: f64,
     errors: u64,
@@ -360,6 +363,9 @@ impl EchoResult {
             - (after.own_seconds - before.own_seconds);
         result.messages_per_server_cpu_second =
             result.messages as f64 / result.server_cpu_seconds.max(0.01);
+        result.server_user_us_per_message =
+            (after.server_user_seconds - before.server_user_seconds) * 1e6
+                / result.messages.max(1) as f64;
         result
     }
 }

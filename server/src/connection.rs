@@ -10,18 +10,17 @@
 use std::fmt;
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use wire::close;
 
 use crate::app::{self, Action, App, Mode};
 use crate::metrics::Metrics;
+use crate::socket::Socket;
 use crate::Config;
 
 /// How long to wait for the peer's answer after this side sent a Close frame.
@@ -196,15 +195,13 @@ impl From<SendError> for Ending {
 /// Runs one connection to its end: greets, hands each message to the app in order, writes
 /// what the app pushes, pings, and closes with a code on bad input, silence, a full mailbox or
 /// shutdown. Logs and counts how it ended.
-pub async fn serve<S>(
-    mut socket: WebSocketStream<S>,
+pub async fn serve(
+    mut socket: Socket,
     mut app: App,
     settings: &Settings,
     shutdown: &CancellationToken,
     metrics: &Metrics,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) {
     info!("New connection");
     metrics.connections.inc();
     let mut greeted = Ok(());
@@ -229,16 +226,13 @@ pub async fn serve<S>(
 const PUSH_BATCH: usize = 64;
 
 /// The connection's one `select!` loop.
-async fn run_loop<S>(
-    socket: &mut WebSocketStream<S>,
+async fn run_loop(
+    socket: &mut Socket,
     app: &mut App,
     settings: &Settings,
     shutdown: &CancellationToken,
     metrics: &Metrics,
-) -> Ending
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Ending {
     let mut ping =
         tokio::time::interval_at(Instant::now() + settings.ping_interval, settings.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -366,7 +360,7 @@ where
         // Replies to a burst of messages go out in one write: while the next frame is already
         // here (in tungstenite's buffer or the socket's), answer it first; flush once nothing
         // more has arrived.
-        if let Some(frame) = socket.next().now_or_never() {
+        if let Some(frame) = socket.try_next() {
             arrived = Some(frame);
             continue;
         }
@@ -378,16 +372,13 @@ where
 
 /// Writes `first` and whatever else the app has already queued (up to [`PUSH_BATCH`]) in one
 /// flush.
-async fn write_pushed<S>(
-    socket: &mut WebSocketStream<S>,
+async fn write_pushed(
+    socket: &mut Socket,
     app: &mut App,
     first: Utf8Bytes,
     settings: &Settings,
     metrics: &Metrics,
-) -> Result<(), SendError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<(), SendError> {
     queue_data(socket, Message::Text(first), settings, metrics).await?;
     for _ in 1..PUSH_BATCH {
         match app.try_pushed() {
@@ -407,15 +398,12 @@ fn peer_closed(peer_code: Option<u16>) -> Ending {
 
 /// Queues one data message without flushing (tungstenite writes it out once its buffer holds
 /// `WRITE_BUFFER_SIZE`), and counts it. The caller flushes.
-async fn queue_data<S>(
-    socket: &mut WebSocketStream<S>,
+async fn queue_data(
+    socket: &mut Socket,
     message: Message,
     settings: &Settings,
     metrics: &Metrics,
-) -> Result<(), SendError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<(), SendError> {
     let len = message.len();
     bounded(settings.send_timeout, socket.feed(message)).await?;
     metrics.sent(len);
@@ -423,23 +411,13 @@ where
 }
 
 /// Writes out whatever is queued, giving up on a peer that has stopped reading.
-async fn flush<S>(socket: &mut WebSocketStream<S>, limit: Duration) -> Result<(), SendError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+async fn flush(socket: &mut Socket, limit: Duration) -> Result<(), SendError> {
     bounded(limit, socket.flush()).await
 }
 
 /// Sends one frame and waits until it is written, giving up on a peer that has stopped
 /// reading: this wait is what bounds the server's outgoing memory per connection.
-async fn send<S>(
-    socket: &mut WebSocketStream<S>,
-    message: Message,
-    limit: Duration,
-) -> Result<(), SendError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+async fn send(socket: &mut Socket, message: Message, limit: Duration) -> Result<(), SendError> {
     bounded(limit, socket.send(message)).await
 }
 
@@ -468,31 +446,25 @@ async fn bounded(
 }
 
 /// Sends a Close frame with `code` and `reason`.
-async fn send_close<S>(
-    socket: &mut WebSocketStream<S>,
+async fn send_close(
+    socket: &mut Socket,
     code: u16,
     reason: Utf8Bytes,
     settings: &Settings,
-) -> Result<(), SendError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<(), SendError> {
     let frame = CloseFrame { code: code.into(), reason };
     send(socket, Message::Close(Some(frame)), settings.send_timeout).await
 }
 
 /// Sends a Close frame and waits (at most `wait`) for the peer's answering Close, reading and
 /// ignoring whatever it still sends before it.
-async fn close_from_here<S>(
-    socket: &mut WebSocketStream<S>,
+async fn close_from_here(
+    socket: &mut Socket,
     code: u16,
     reason: Utf8Bytes,
     settings: &Settings,
     wait: Duration,
-) -> Ending
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Ending {
     if let Err(error) = send_close(socket, code, reason, settings).await {
         return error.into();
     }
@@ -510,19 +482,16 @@ where
 /// reports 1006 instead of the server's code. So: send the Close frame, half-close (FIN), then
 /// read and discard until the peer closes its side, at most [`DISCARD_LIMIT`] bytes and
 /// [`CLOSE_HANDSHAKE_TIMEOUT`].
-async fn close_unread<S>(
-    socket: &mut WebSocketStream<S>,
+async fn close_unread(
+    socket: &mut Socket,
     code: u16,
     reason: Utf8Bytes,
     settings: &Settings,
-) -> Ending
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Ending {
     if let Err(error) = send_close(socket, code, reason, settings).await {
         return error.into();
     }
-    let io = socket.get_mut();
+    let io = socket.tcp_mut();
     let discard = async {
         io.shutdown().await?;
         // On the heap: a stack array here would be part of every connection's future, closing or not.

@@ -4,9 +4,9 @@
 //! hyper has a timeout for reading a request head, none for writing a response: a client that
 //! pipelines requests and never reads the answers parks a response in `poll_write` for ever,
 //! with the kernel's socket buffers full. Wrapping the stream below hyper covers every response
-//! (the page, the `.wasm`, `/metrics`, refusals) and, after an upgrade, the WebSocket too
-//! (where [`crate::connection`] has its own per-frame bound with the same duration; a write that
-//! this adapter fails first is counted the same way, as a stall).
+//! (the page, the `.wasm`, `/metrics`, refusals, the polling endpoints). An upgraded WebSocket
+//! leaves it behind ([`crate::socket`] takes the bare stream): [`crate::connection`] bounds each
+//! of its writes itself, with the same duration.
 
 use std::future::Future;
 use std::io;
@@ -36,6 +36,11 @@ pub struct WriteDeadline<T> {
 impl<T> WriteDeadline<T> {
     pub fn new(inner: T, limit: Duration) -> Self {
         Self { inner, limit, stalled_since: None }
+    }
+
+    /// The stream, for a connection that bounds its writes itself from now on.
+    pub fn into_inner(self) -> T {
+        self.inner
     }
 
     /// Called when a write is pending: arms the timer on the first wait and fails once it fires.

@@ -15,6 +15,7 @@ pub mod ops;
 pub mod origin;
 pub mod poll;
 pub mod room;
+pub mod socket;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -286,6 +286,10 @@ pub struct Metrics {
     sessions_open: Family<TransportLabels, Gauge>,
     transport_received: Family<TransportLabels, Counter>,
     transport_sent: Family<TransportLabels, Counter>,
+    /// The `transport="websocket"` members of the two families above, looked up once: they
+    /// move with every WebSocket message, and a family lookup is a lock and a hash.
+    websocket_received: Counter,
+    websocket_sent: Counter,
     poll_requests: Family<PollKindLabels, Counter>,
     poll_refused: Family<PollRefusedLabels, Counter>,
     poll_ended: Family<PollEndLabels, Counter>,
@@ -436,10 +440,15 @@ impl Metrics {
             let _ = transport_received.get_or_create(&labels);
             let _ = transport_sent.get_or_create(&labels);
         }
+        let websocket = TransportLabels { transport: Transport::WebSocket };
+        let websocket_received = transport_received.get_or_create(&websocket).clone();
+        let websocket_sent = transport_sent.get_or_create(&websocket).clone();
 
         Self {
             registry,
             sessions_open,
+            websocket_received,
+            websocket_sent,
             transport_received,
             transport_sent,
             poll_requests,
@@ -509,14 +518,14 @@ impl Metrics {
     pub fn received(&self, bytes: usize) {
         self.messages_received.inc();
         self.bytes_received.inc_by(bytes as u64);
-        self.transport_received(Transport::WebSocket, 1);
+        self.websocket_received.inc();
     }
 
     /// Counts a data message sent on a WebSocket.
     pub fn sent(&self, bytes: usize) {
         self.messages_sent.inc();
         self.bytes_sent.inc_by(bytes as u64);
-        self.transport_sent(Transport::WebSocket, 1);
+        self.websocket_sent.inc();
     }
 
     /// Counts `n` data messages received over `transport`.

@@ -16,16 +16,16 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
-use tracing::{info, info_span, Instrument};
+use tracing::{error, info, info_span, Instrument};
 
 use crate::app::App;
 use crate::connection;
 use crate::limits::Slot;
 use crate::metrics::{RefusedReason, Transport};
 use crate::origin::OriginRefused;
+use crate::socket::Socket;
 use crate::AppState;
 
 /// The only WebSocket protocol version (RFC 6455).
@@ -255,9 +255,15 @@ fn spawn_connection(
                 }
             };
             metrics.handshake_took(accepted.at.elapsed());
-            let io = TokioIo::new(upgraded);
-            let config = settings.websocket_config();
-            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            // The socket itself, not hyper's boxed `Upgraded` in front of it (see `Socket`).
+            // What hyper had read past the request (a first frame sent with it) comes along.
+            let Ok(parts) = upgraded.downcast::<TokioIo<crate::io::WriteDeadline<TcpStream>>>()
+            else {
+                error!("an upgraded connection is not the stream `serve_http` gave hyper");
+                return;
+            };
+            let tcp = parts.io.into_inner().into_inner();
+            let socket = Socket::new(tcp, parts.read_buf.to_vec(), settings.websocket_config());
             let app = match endpoint {
                 Endpoint::Echo => App::Echo(settings.mode),
                 Endpoint::Room(resume) => {
