@@ -528,6 +528,12 @@ const ROWS: &[(usize, &str, &str, Format)] = &[
         "echo, 64 connections: messages per server CPU-second",
         Format::Thousands,
     ),
+    (
+        1,
+        "server_user_us_per_message",
+        "echo, 64 connections: server user CPU per message (µs)",
+        Format::Hundredths,
+    ),
     (1, "messages_per_second", "echo, 64 connections: messages per second", Format::Thousands),
     (1, "rtt_mean_us", "echo, 64 connections: mean round trip (µs)", Format::Integer),
     (1, "rtt_p50_us", "echo, 64 connections: p50 round trip (µs)", Format::Integer),
@@ -564,6 +570,12 @@ const ROWS: &[(usize, &str, &str, Format)] = &[
         "lean generator, MANY connections: messages per server CPU-second",
         Format::Thousands,
     ),
+    (
+        7,
+        "server_user_us_per_message",
+        "lean generator, MANY connections: server user CPU per message (µs)",
+        Format::Hundredths,
+    ),
     (7, "fairness", "lean generator, MANY connections: fairness", Format::Ratio),
     (7, "rtt_p50_us", "lean generator, MANY connections: p50 round trip (µs)", Format::Integer),
     (7, "rtt_p99_us", "lean generator, MANY connections: p99 round trip (µs)", Format::Integer),
@@ -574,6 +586,8 @@ enum Format {
     Thousands,
     Integer,
     Ratio,
+    /// Two decimals (small microsecond figures).
+    Hundredths,
     /// Microseconds shown as milliseconds.
     Millis,
 }
@@ -584,7 +598,7 @@ impl Format {
             Format::Millis => format!("{:.1}", value / 1000.0),
             Format::Thousands => format!("{:.1}k", value / 1000.0),
             Format::Integer => format!("{value:.0}"),
-            Format::Ratio => format!("{value:.2}"),
+            Format::Ratio | Format::Hundredths => format!("{value:.2}"),
         }
     }
 }
