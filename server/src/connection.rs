@@ -8,6 +8,8 @@
 //! and counted in one place.
 
 use std::fmt;
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -422,27 +424,28 @@ async fn send(socket: &mut Socket, message: Message, limit: Duration) -> Result<
 }
 
 /// Runs one write operation for at most `limit`: a peer that lets it wait that long has
-/// stopped reading.
+/// stopped reading. The timer is set only once the write has to wait: most writes are done at
+/// their first poll, and a timer for each would cost a clock read and a timer entry per frame.
 async fn bounded(
     limit: Duration,
-    write: impl std::future::Future<Output = Result<(), tungstenite::Error>>,
+    write: impl Future<Output = Result<(), tungstenite::Error>>,
 ) -> Result<(), SendError> {
-    match tokio::time::timeout(limit, write).await {
-        Ok(Ok(())) => Ok(()),
-        // The socket's own write deadline (`crate::io`), same duration: the same stall.
-        Ok(Err(tungstenite::Error::Io(error))) if crate::io::is_stalled(&error) => {
-            info!(send_timeout = ?limit, "the peer stopped reading; dropping the connection");
-            Err(SendError::Stalled)
-        }
-        Ok(Err(error)) => {
-            debug!(%error, "write failed");
-            Err(SendError::Socket)
-        }
-        Err(_) => {
-            info!(send_timeout = ?limit, "the peer stopped reading; dropping the connection");
-            Err(SendError::Stalled)
-        }
-    }
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let written = match first {
+        Poll::Ready(written) => written,
+        Poll::Pending => match tokio::time::timeout(limit, write).await {
+            Ok(written) => written,
+            Err(_) => {
+                info!(send_timeout = ?limit, "the peer stopped reading; dropping the connection");
+                return Err(SendError::Stalled);
+            }
+        },
+    };
+    written.map_err(|error| {
+        debug!(%error, "write failed");
+        SendError::Socket
+    })
 }
 
 /// Sends a Close frame with `code` and `reason`.
