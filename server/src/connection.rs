@@ -23,6 +23,7 @@ use wire::close;
 use crate::app::{self, Action, App, Mode};
 use crate::metrics::Metrics;
 use crate::socket::Socket;
+use crate::wake::OnWake;
 use crate::Config;
 
 /// How long to wait for the peer's answer after this side sent a Close frame.
@@ -224,6 +225,17 @@ pub async fn serve(
     info!(code = ending.code(), ending = %ending, "Connection closed");
 }
 
+/// [`tokio::time::Interval::tick`] as a future that lives as long as the interval.
+struct Tick<'a>(&'a mut tokio::time::Interval);
+
+impl Future for Tick<'_> {
+    type Output = Instant;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Instant> {
+        self.0.poll_tick(cx)
+    }
+}
+
 /// Most pushed frames written in one go before the loop looks at the socket again.
 const PUSH_BATCH: usize = 64;
 
@@ -238,12 +250,13 @@ async fn run_loop(
     let mut ping =
         tokio::time::interval_at(Instant::now() + settings.ping_interval, settings.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ping = OnWake::new(Tick(&mut ping));
     // Re-armed lazily: each frame only records the time; the timer moves when it fires.
     let mut last_heard = Instant::now();
-    let idle = tokio::time::sleep(settings.idle_timeout);
-    tokio::pin!(idle);
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    let idle = std::pin::pin!(tokio::time::sleep(settings.idle_timeout));
+    let mut idle = OnWake::new(idle);
+    let cancelled = std::pin::pin!(shutdown.cancelled());
+    let mut cancelled = OnWake::new(cancelled);
     let mut peer_code = None;
     // A frame that had already arrived when the last reply was queued (see below).
     let mut arrived = None;
@@ -281,7 +294,7 @@ async fn run_loop(
                 () = &mut idle => {
                     let deadline = last_heard + settings.idle_timeout;
                     if deadline > Instant::now() {
-                        idle.as_mut().reset(deadline);
+                        idle.force().as_mut().reset(deadline);
                         continue;
                     }
                     info!(idle_timeout = ?settings.idle_timeout, "nothing received for the idle timeout; closing");
@@ -290,7 +303,7 @@ async fn run_loop(
                     close_from_here(socket, close::GOING_AWAY, close::REASON_IDLE.into(), settings, wait).await;
                     return Ending::Idle;
                 }
-                _ = ping.tick() => {
+                _ = &mut ping => {
                     if let Err(error) = send(socket, Message::Ping(Bytes::new()), settings.send_timeout).await {
                         return error.into();
                     }

@@ -19,6 +19,7 @@ pub mod socket;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod wake;
 pub mod workers;
 pub mod ws;
 
