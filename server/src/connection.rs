@@ -205,7 +205,7 @@ pub async fn serve(
     shutdown: &CancellationToken,
     metrics: &Metrics,
 ) {
-    info!("New connection");
+    info!(parent: socket.span(), "New connection");
     metrics.connections.inc();
     let mut greeted = Ok(());
     for frame in app.take_greeting() {
@@ -222,7 +222,7 @@ pub async fn serve(
         Err(error) => error.into(),
     };
     ending.count(metrics);
-    info!(code = ending.code(), ending = %ending, "Connection closed");
+    info!(parent: socket.span(), code = ending.code(), ending = %ending, "Connection closed");
 }
 
 /// [`tokio::time::Interval::tick`] as a future that lives as long as the interval.
@@ -281,7 +281,7 @@ async fn run_loop(
                         Ok(frame) => frame,
                         Err(end) => {
                             let (code, reason) = app::close_for_end(end);
-                            info!(code, reason, "closing: the room ended this member");
+                            info!(parent: socket.span(), code, reason, "closing: the room ended this member");
                             return close_from_here(socket, code, reason.into(), settings, CLOSE_HANDSHAKE_TIMEOUT).await;
                         }
                     };
@@ -297,7 +297,7 @@ async fn run_loop(
                         idle.force().as_mut().reset(deadline);
                         continue;
                     }
-                    info!(idle_timeout = ?settings.idle_timeout, "nothing received for the idle timeout; closing");
+                    info!(parent: socket.span(), idle_timeout = ?settings.idle_timeout, "nothing received for the idle timeout; closing");
                     // The peer is probably gone: wait for its Close no longer than it was silent.
                     let wait = settings.idle_timeout.min(CLOSE_HANDSHAKE_TIMEOUT);
                     close_from_here(socket, close::GOING_AWAY, close::REASON_IDLE.into(), settings, wait).await;
@@ -318,10 +318,10 @@ async fn run_loop(
             None => return peer_closed(peer_code),
             Some(Ok(message)) => message,
             Some(Err(error)) => {
-                debug!(%error, "read failed");
+                debug!(parent: socket.span(), %error, "read failed");
                 return match close_for_error(&error, settings) {
                     Some((code, reason)) => {
-                        info!(code, %reason, "closing after a bad message");
+                        info!(parent: socket.span(), code, %reason, "closing after a bad message");
                         close_unread(socket, code, reason, settings).await
                     }
                     None => peer_closed(peer_code),
@@ -329,7 +329,7 @@ async fn run_loop(
             }
         };
         if let Message::Text(text) = &message {
-            debug!(len = text.len(), text = text.as_str(), "New message");
+            debug!(parent: socket.span(), len = text.len(), text = text.as_str(), "New message");
         }
         if let Message::Text(_) | Message::Binary(_) = &message {
             metrics.received(message.len());
@@ -420,45 +420,49 @@ async fn queue_data(
     metrics: &Metrics,
 ) -> Result<(), SendError> {
     let len = message.len();
-    bounded(settings.send_timeout, socket.feed(message)).await?;
+    bounded(socket, settings.send_timeout, async move |socket| socket.feed(message).await).await?;
     metrics.sent(len);
     Ok(())
 }
 
 /// Writes out whatever is queued, giving up on a peer that has stopped reading.
 async fn flush(socket: &mut Socket, limit: Duration) -> Result<(), SendError> {
-    bounded(limit, socket.flush()).await
+    bounded(socket, limit, Socket::flush).await
 }
 
 /// Sends one frame and waits until it is written, giving up on a peer that has stopped
 /// reading: this wait is what bounds the server's outgoing memory per connection.
 async fn send(socket: &mut Socket, message: Message, limit: Duration) -> Result<(), SendError> {
-    bounded(limit, socket.send(message)).await
+    bounded(socket, limit, async move |socket| socket.send(message).await).await
 }
 
 /// Runs one write operation for at most `limit`: a peer that lets it wait that long has
 /// stopped reading. The timer is set only once the write has to wait: most writes are done at
 /// their first poll, and a timer for each would cost a clock read and a timer entry per frame.
+/// Logs a failure in the connection's span.
 async fn bounded(
+    socket: &mut Socket,
     limit: Duration,
-    write: impl Future<Output = Result<(), tungstenite::Error>>,
+    write: impl for<'s> AsyncFnOnce(&'s mut Socket) -> Result<(), tungstenite::Error>,
 ) -> Result<(), SendError> {
-    let mut write = std::pin::pin!(write);
-    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-    let written = match first {
-        Poll::Ready(written) => written,
-        Poll::Pending => match tokio::time::timeout(limit, write).await {
-            Ok(written) => written,
-            Err(_) => {
-                info!(send_timeout = ?limit, "the peer stopped reading; dropping the connection");
-                return Err(SendError::Stalled);
-            }
-        },
+    let written = {
+        let mut write = std::pin::pin!(write(socket));
+        match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+            Poll::Ready(written) => Some(written),
+            Poll::Pending => tokio::time::timeout(limit, write).await.ok(),
+        }
     };
-    written.map_err(|error| {
-        debug!(%error, "write failed");
-        SendError::Socket
-    })
+    match written {
+        Some(Ok(())) => Ok(()),
+        Some(Err(error)) => {
+            debug!(parent: socket.span(), %error, "write failed");
+            Err(SendError::Socket)
+        }
+        None => {
+            info!(parent: socket.span(), send_timeout = ?limit, "the peer stopped reading; dropping the connection");
+            Err(SendError::Stalled)
+        }
+    }
 }
 
 /// Sends a Close frame with `code` and `reason`.
@@ -521,10 +525,12 @@ async fn close_unread(
         }
         Ok::<_, std::io::Error>(total)
     };
-    match tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, discard).await {
-        Ok(Ok(discarded)) => debug!(discarded, "peer closed after the Close frame"),
-        Ok(Err(error)) => debug!(%error, "discarding after the Close frame failed"),
-        Err(_) => debug!("peer still sending after the Close frame; dropping"),
+    let discarded = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, discard).await;
+    let span = socket.span();
+    match discarded {
+        Ok(Ok(discarded)) => debug!(parent: span, discarded, "peer closed after the Close frame"),
+        Ok(Err(error)) => debug!(parent: span, %error, "discarding after the Close frame failed"),
+        Err(_) => debug!(parent: span, "peer still sending after the Close frame; dropping"),
     }
     Ending::Closed { code, by: Side::Server }
 }

@@ -18,7 +18,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tracing::{error, info, info_span, Instrument};
+use tracing::{error, info, info_span};
 
 use crate::app::App;
 use crate::connection;
@@ -250,7 +250,7 @@ fn spawn_connection(
                 // The peer closed before hyper had written the 101 (or shutdown came first):
                 // its doing, nothing for an operator.
                 Err(error) => {
-                    info!(%error, "the connection ended before the upgrade completed");
+                    info!(parent: &span, %error, "the connection ended before the upgrade completed");
                     return;
                 }
             };
@@ -259,22 +259,22 @@ fn spawn_connection(
             // What hyper had read past the request (a first frame sent with it) comes along.
             let Ok(parts) = upgraded.downcast::<TokioIo<crate::io::WriteDeadline<TcpStream>>>()
             else {
-                error!("an upgraded connection is not the stream `serve_http` gave hyper");
+                error!(parent: &span, "an upgraded connection is not the stream `serve_http` gave hyper");
                 return;
             };
             let tcp = parts.io.into_inner().into_inner();
-            let socket = Socket::new(tcp, parts.read_buf.to_vec(), settings.websocket_config());
             let app = match endpoint {
                 Endpoint::Echo => App::Echo(settings.mode),
                 Endpoint::Room(resume) => {
-                    let (member, greeting) = room.join(resume.as_ref());
+                    let (member, greeting) = span.in_scope(|| room.join(resume.as_ref()));
                     App::Room { member, greeting }
                 }
             };
+            let config = settings.websocket_config();
+            let socket = Socket::new(tcp, parts.read_buf.to_vec(), config, span);
             connection::serve(socket, app, &settings, &shutdown, &metrics).await;
             drop(slot);
-        }
-        .instrument(span),
+        },
     );
 }
 
