@@ -2,10 +2,10 @@
 //! connection alive and closes it cleanly.
 //!
 //! [`serve`] is the only code that talks to an upgraded socket: one task, one `select!` over
-//! the shutdown token, the app's mailbox (the room's pushes), the next frame, the idle deadline
-//! and the ping timer, in that order. What to do with each frame is decided by the app
-//! ([`crate::app::respond`] for the echo); how the connection ended is one [`Ending`], logged
-//! and counted in one place.
+//! the shutdown token, the app's mailbox (the room's pushes), the next frame and the keepalive
+//! timer (the next ping or the idle deadline, whichever comes first), in that order. What to
+//! do with each frame is decided by the app ([`crate::app::respond`] for the echo); how the
+//! connection ended is one [`Ending`], logged and counted in one place.
 
 use std::fmt;
 use std::future::Future;
@@ -13,7 +13,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Bytes, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
@@ -225,17 +225,6 @@ pub async fn serve(
     info!(parent: socket.span(), code = ending.code(), ending = %ending, "Connection closed");
 }
 
-/// [`tokio::time::Interval::tick`] as a future that lives as long as the interval.
-struct Tick<'a>(&'a mut tokio::time::Interval);
-
-impl Future for Tick<'_> {
-    type Output = Instant;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Instant> {
-        self.0.poll_tick(cx)
-    }
-}
-
 /// Most pushed frames written in one go before the loop looks at the socket again.
 const PUSH_BATCH: usize = 64;
 
@@ -247,14 +236,14 @@ async fn run_loop(
     shutdown: &CancellationToken,
     metrics: &Metrics,
 ) -> Ending {
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + settings.ping_interval, settings.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut ping = OnWake::new(Tick(&mut ping));
-    // Re-armed lazily: each frame only records the time; the timer moves when it fires.
+    // One timer for both keepalive deadlines, the next ping and the idle timeout (a timer is
+    // memory every idle connection holds). Re-armed lazily: each frame only records the time;
+    // the timer moves when it fires.
     let mut last_heard = Instant::now();
-    let idle = std::pin::pin!(tokio::time::sleep(settings.idle_timeout));
-    let mut idle = OnWake::new(idle);
+    let mut next_ping = last_heard + settings.ping_interval;
+    let keepalive = (next_ping).min(last_heard + settings.idle_timeout);
+    let keepalive = std::pin::pin!(tokio::time::sleep_until(keepalive));
+    let mut keepalive = OnWake::new(keepalive);
     let cancelled = std::pin::pin!(shutdown.cancelled());
     let mut cancelled = OnWake::new(cancelled);
     let mut peer_code = None;
@@ -291,23 +280,25 @@ async fn run_loop(
                     continue;
                 }
                 frame = socket.next() => frame,
-                () = &mut idle => {
-                    let deadline = last_heard + settings.idle_timeout;
-                    if deadline > Instant::now() {
-                        idle.force().as_mut().reset(deadline);
-                        continue;
+                () = &mut keepalive => {
+                    let now = Instant::now();
+                    let idle_deadline = last_heard + settings.idle_timeout;
+                    if idle_deadline <= now {
+                        info!(parent: socket.span(), idle_timeout = ?settings.idle_timeout, "nothing received for the idle timeout; closing");
+                        // The peer is probably gone: wait for its Close no longer than it was silent.
+                        let wait = settings.idle_timeout.min(CLOSE_HANDSHAKE_TIMEOUT);
+                        close_from_here(socket, close::GOING_AWAY, close::REASON_IDLE.into(), settings, wait).await;
+                        return Ending::Idle;
                     }
-                    info!(parent: socket.span(), idle_timeout = ?settings.idle_timeout, "nothing received for the idle timeout; closing");
-                    // The peer is probably gone: wait for its Close no longer than it was silent.
-                    let wait = settings.idle_timeout.min(CLOSE_HANDSHAKE_TIMEOUT);
-                    close_from_here(socket, close::GOING_AWAY, close::REASON_IDLE.into(), settings, wait).await;
-                    return Ending::Idle;
-                }
-                _ = &mut ping => {
-                    if let Err(error) = send(socket, Message::Ping(Bytes::new()), settings.send_timeout).await {
-                        return error.into();
+                    if next_ping <= now {
+                        if let Err(error) = send(socket, Message::Ping(Bytes::new()), settings.send_timeout).await {
+                            return error.into();
+                        }
+                        metrics.pings_sent.inc();
+                        // A late ping moves the next one back (as `MissedTickBehavior::Delay`).
+                        next_ping = now + settings.ping_interval;
                     }
-                    metrics.pings_sent.inc();
+                    keepalive.force().as_mut().reset(next_ping.min(idle_deadline));
                     continue;
                 }
             }

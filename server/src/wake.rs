@@ -1,9 +1,9 @@
 //! [`OnWake`]: a future that is polled again only once it has woken its task.
 //!
 //! The connection loop's `select!` polls every branch each time the task runs, that is twice
-//! per message: the shutdown token (a mutex inside `tokio_util`), the idle deadline and the
-//! ping timer (timer entries, at 1000 connections mostly out of the CPU's cache). They almost
-//! never have news. Wrapped in [`OnWake`], a branch costs an atomic swap until its own waker
+//! per message: the shutdown token (a mutex inside `tokio_util`) and the keepalive timer (a
+//! timer entry, at 1000 connections mostly out of the CPU's cache). They almost never have
+//! news. Wrapped in [`OnWake`], a branch costs an atomic swap until its own waker
 //! fires. Measured in `cargo xtask bench` (docs/BENCHMARKS.md, "What was tried").
 
 use std::future::Future;
