@@ -241,7 +241,7 @@ async fn run_loop(
     // the timer moves when it fires.
     let mut last_heard = Instant::now();
     let mut next_ping = last_heard + settings.ping_interval;
-    let keepalive = (next_ping).min(last_heard + settings.idle_timeout);
+    let keepalive = next_ping.min(last_heard + settings.idle_timeout);
     let keepalive = std::pin::pin!(tokio::time::sleep_until(keepalive));
     let mut keepalive = OnWake::new(keepalive);
     let cancelled = std::pin::pin!(shutdown.cancelled());
