@@ -420,6 +420,8 @@ struct HandshakeResult {
     handshakes_per_second: f64,
     server_cpu_seconds: f64,
     handshakes_per_server_cpu_second: f64,
+    /// The server's user-space CPU time per handshake, in µs (see `EchoResult`).
+    server_user_us_per_handshake: f64,
     others_cpu_seconds: f64,
     errors: u64,
 }
@@ -460,6 +462,9 @@ async fn handshakes(
         handshakes_per_second: handshakes as f64 / elapsed.as_secs_f64(),
         server_cpu_seconds,
         handshakes_per_server_cpu_second: handshakes as f64 / server_cpu_seconds.max(0.01),
+        server_user_us_per_handshake: (after.server_user_seconds - before.server_user_seconds)
+            * 1e6
+            / handshakes.max(1) as f64,
         others_cpu_seconds: (after.total_seconds - before.total_seconds)
             - server_cpu_seconds
             - (after.own_seconds - before.own_seconds),

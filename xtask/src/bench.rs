@@ -558,6 +558,12 @@ const ROWS: &[(usize, &str, &str, Format)] = &[
     ),
     (4, "handshakes_per_server_cpu_second", "handshakes per server CPU-second", Format::Thousands),
     (
+        4,
+        "server_user_us_per_handshake",
+        "handshakes: server user CPU per handshake (µs)",
+        Format::Integer,
+    ),
+    (
         5,
         "rss_per_connection_bytes",
         "server RSS per idle connection, IDLE open (bytes)",

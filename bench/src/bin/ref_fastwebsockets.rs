@@ -11,10 +11,18 @@
 //! request there that is not an upgrade). Like the example: no `TCP_NODELAY`, no timeouts, no
 //! limits, no logging.
 //!
-//! `ref-fastwebsockets [--port PORT]` prints `Serving on http://127.0.0.1:PORT/` (port 0, the
-//! default, picks a free one) and serves until SIGINT or SIGTERM.
+//! `--log` adds what the tutorial asks of every server, and `server` does by default: a
+//! "New connection" and a "Connection closed" line at INFO for each WebSocket, in a
+//! `conn{id peer}` span, through tracing-subscriber's formatter to stderr. With it, the
+//! handshake figure compares the two stacks doing the same work (docs/BENCHMARKS.md). Without
+//! it, the connection task is the example's, untouched.
+//!
+//! `ref-fastwebsockets [--port PORT] [--log]` prints `Serving on http://127.0.0.1:PORT/` (port
+//! 0, the default, picks a free one) and serves until SIGINT or SIGTERM.
 
 use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -30,6 +38,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// Whether `--log` was given.
+static LOG: AtomicBool = AtomicBool::new(false);
+
 /// The reference fastwebsockets server for `cargo xtask bench`.
 #[derive(Debug, Parser)]
 #[command(name = "ref-fastwebsockets")]
@@ -37,11 +48,24 @@ struct Flags {
     /// Port to listen on at 127.0.0.1; 0 picks a free one (the printed URL has it).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Log each connection's opening and end at INFO, as the tutorial (and `server`) does.
+    #[arg(long)]
+    log: bool,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let flags = Flags::parse();
+    LOG.store(flags.log, Ordering::Relaxed);
+    if flags.log {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "ref_fastwebsockets=info,tower_http=warn",
+            ))
+            .with_writer(io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
+            .init();
+    }
     let listener = TcpListener::bind((wire::DEFAULT_HOST, flags.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", wire::DEFAULT_HOST, flags.port))?;
@@ -61,8 +85,8 @@ async fn main() -> Result<()> {
 /// Serves each accepted connection in its own task, for ever.
 async fn accept_loop(listener: TcpListener) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // A peer that gave up before `accept` costs nothing; anything else (out of file
                 // descriptors) is waited out, as `axum::serve` does, rather than ending the
@@ -75,7 +99,10 @@ async fn accept_loop(listener: TcpListener) {
         };
         tokio::spawn(async move {
             let connection = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service_fn(server_upgrade))
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |request| server_upgrade(request, peer)),
+                )
                 .with_upgrades();
             // A peer that hangs up mid-request is no news.
             let _ = connection.await;
@@ -92,7 +119,10 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-async fn server_upgrade(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>> {
+async fn server_upgrade(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Empty<Bytes>>> {
     if req.uri().path() != wire::WS_PATH {
         return Ok(status(StatusCode::NOT_FOUND));
     }
@@ -100,12 +130,28 @@ async fn server_upgrade(mut req: Request<Incoming>) -> Result<Response<Empty<Byt
         return Ok(status(StatusCode::BAD_REQUEST));
     }
     let (response, fut) = upgrade::upgrade(&mut req)?;
+    if LOG.load(Ordering::Relaxed) {
+        tokio::spawn(logged(fut, peer));
+        return Ok(response);
+    }
     tokio::spawn(async move {
         // The peer leaving without a Close (or breaking the protocol) ends the connection; the
         // reference says nothing about it.
         let _ = tokio::task::unconstrained(handle_client(fut)).await;
     });
     Ok(response)
+}
+
+/// `--log`: the connection task with the tutorial's two lines, in a span numbered as
+/// `server` numbers its connections.
+async fn logged(fut: UpgradeFut, peer: SocketAddr) {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let span = tracing::info_span!("conn", id = NEXT.fetch_add(1, Ordering::Relaxed), %peer);
+    tracing::info!(parent: &span, "New connection");
+    let ended = tokio::task::unconstrained(handle_client(fut)).await;
+    let (code, ending) =
+        if ended.is_ok() { (1000, "closed by the peer") } else { (1006, "dropped") };
+    tracing::info!(parent: &span, code, ending, "Connection closed");
 }
 
 fn status(code: StatusCode) -> Response<Empty<Bytes>> {
