@@ -4,12 +4,15 @@
 //! medians, written to `docs/BENCHMARKS.md`. Then fan-out (`fanout.rs`): our room against
 //! Socket.IO, two instances each on one Redis. Then half-sent request heads (`heads.rs`): what
 //! connections holding an unfinished head cost our server. Then long polling (`polling.rs`):
-//! our `/poll/` echo against Socket.IO's polling transport, beside our WebSocket echo. `--smoke`
+//! our `/poll/` echo against Socket.IO's polling transport, beside our WebSocket echo. Then
+//! instructions (`instructions.rs`): user-space instructions per message and per handshake,
+//! ours and fastwebsockets', counted by callgrind. `--smoke`
 //! runs one short round and only checks that every server answers every message correctly, so
 //! the benchmark cannot rot.
 
 mod fanout;
 mod heads;
+mod instructions;
 mod polling;
 
 use std::fmt::Write as _;
@@ -71,6 +74,8 @@ pub struct Plan {
     heads: usize,
     /// Long polling: seconds of warm-up before each window (of `seconds`).
     polling_warmup: f64,
+    /// Instructions: every row (pipelined and handshakes too), not only the echo's.
+    instructions_full: bool,
 }
 
 /// How many times a noisy window is measured again; the quietest one counts.
@@ -95,6 +100,7 @@ impl Plan {
         heads: 500,
         // Node's JIT and both servers' allocators settle within the first second.
         polling_warmup: 2.0,
+        instructions_full: true,
     };
     /// The test command's check: one round of short windows, fewer connections.
     pub const SMOKE: Plan = Plan {
@@ -113,6 +119,7 @@ impl Plan {
         // close to the smoke check's bound of twice the cap.
         heads: 300,
         polling_warmup: 0.2,
+        instructions_full: false,
     };
 
     /// How many connections "at the fd limit" opens: the hard limit less our server's default
@@ -190,13 +197,20 @@ fn scenarios(plan: Plan) -> Vec<Scenario> {
 
 /// Builds everything, runs the plan and prints (and, for the full plan, writes) the tables:
 /// the echo scenarios, then fan-out, then half-sent request heads, then long polling (beside
-/// the echo scenarios' WebSocket figure at 64 connections).
+/// the echo scenarios' WebSocket figure at 64 connections), then instructions.
 pub fn run(root: &Path, plan: Plan, write_docs: bool) -> Result<()> {
     let (release, pin) = prepare(root)?;
     let websocket_64 = echo_scenarios(root, &release, pin, plan, write_docs)?;
     fanout::run(root, &release, pin, plan, write_docs)?;
     heads::run(root, &release, pin, plan, write_docs)?;
-    polling::run(root, &release, pin, plan, write_docs, Some(websocket_64))
+    polling::run(root, &release, pin, plan, write_docs, Some(websocket_64))?;
+    instructions::run_all(root, &release, pin, plan, write_docs)
+}
+
+/// `cargo xtask bench --instructions`: only the instructions part of [`run`].
+pub fn instructions_only(root: &Path, plan: Plan, write_docs: bool) -> Result<()> {
+    let (release, pin) = prepare(root)?;
+    instructions::run_all(root, &release, pin, plan, write_docs)
 }
 
 /// `cargo xtask bench --polling`: only the long-polling part of [`run`] (which then measures

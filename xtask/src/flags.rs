@@ -41,7 +41,9 @@ pub enum Command {
     /// Redis each), with `--smoke` its short check. `--heads`: only the half-sent request
     /// heads (what connections holding an unfinished head cost our server, and the 431).
     /// `--polling`: only the long-polling echo (ours against Socket.IO's polling transport,
-    /// beside our WebSocket echo), with `--smoke` its short check.
+    /// beside our WebSocket echo), with `--smoke` its short check. `--instructions`: only the
+    /// user-space instructions per message and per handshake, ours and fastwebsockets', counted
+    /// by callgrind (with `--smoke`, one row).
     Bench {
         #[arg(long, conflicts_with = "soak")]
         smoke: bool,
@@ -53,5 +55,7 @@ pub enum Command {
         heads: bool,
         #[arg(long, conflicts_with_all = ["soak", "fanout", "heads"])]
         polling: bool,
+        #[arg(long, conflicts_with_all = ["soak", "fanout", "heads", "polling"])]
+        instructions: bool,
     },
 }

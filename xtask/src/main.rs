@@ -43,7 +43,7 @@ fn run(command: Command) -> Result<()> {
         Command::Build => build(&root),
         Command::Setup { browser } => setup::tools(&root, browser),
         Command::Size => bundle::print_size(&root).map(drop),
-        Command::Bench { smoke, soak, fanout, heads, polling } => {
+        Command::Bench { smoke, soak, fanout, heads, polling, instructions } => {
             setup::tools(&root, false)?;
             if let Some(seconds) = soak {
                 return bench::soak(&root, seconds);
@@ -57,6 +57,9 @@ fn run(command: Command) -> Result<()> {
             }
             if polling {
                 return bench::polling_only(&root, plan, !smoke);
+            }
+            if instructions {
+                return bench::instructions_only(&root, plan, !smoke);
             }
             bench::run(&root, plan, !smoke)
         }

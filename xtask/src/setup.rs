@@ -179,6 +179,16 @@ pub fn redis_server() -> Result<()> {
     apt_install(&["redis-server"], "redis-server (the room's Redis tests and benchmark)")
 }
 
+/// Debian's `valgrind` (callgrind and `callgrind_control`), which the benchmark's instruction
+/// counts run the servers under.
+pub fn valgrind() -> Result<()> {
+    if let (Some(path), Some(_)) = (find_on_path("valgrind"), find_on_path("callgrind_control")) {
+        println!("    valgrind: present ({})", path.display());
+        return Ok(());
+    }
+    apt_install(&["valgrind"], "valgrind (the benchmark's instruction counts)")
+}
+
 /// `redis-server` on `PATH`, or where Debian puts it.
 pub fn find_redis_server() -> Option<std::path::PathBuf> {
     let debian = Path::new("/usr/bin/redis-server");
