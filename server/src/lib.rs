@@ -53,9 +53,16 @@ use crate::room::Room;
 use crate::ws::Accepted;
 
 /// Shared by every request: configuration, the shutdown token that reaches each connection,
-/// the tracker that lets shutdown wait for connection tasks, and what the upgrade needs.
+/// the tracker that lets shutdown wait for connection tasks, and what the upgrade needs (the
+/// fields of [`Shared`], read through `Deref`). One `Arc`: axum clones the state for each
+/// request's handler, and a clone of the fields themselves was a dozen reference counts up and
+/// down per request.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct Shared {
     pub config: Arc<Config>,
     pub settings: Arc<connection::Settings>,
     pub origins: Arc<OriginPolicy>,
@@ -79,7 +86,7 @@ impl AppState {
             config.max_http_connections.unwrap_or_else(limits::default_max_http_connections);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        Self {
+        Self(Arc::new(Shared {
             settings: Arc::new(connection::Settings::new(&config)),
             origins: Arc::new(OriginPolicy::new(config.allowed_origins.clone())),
             hosts: Arc::new(HostPolicy::new(config.allowed_hosts.clone())),
@@ -91,7 +98,15 @@ impl AppState {
             config: Arc::new(config),
             shutdown,
             tracker,
-        }
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 
