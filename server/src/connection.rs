@@ -198,31 +198,38 @@ impl From<SendError> for Ending {
 /// Runs one connection to its end: greets, hands each message to the app in order, writes
 /// what the app pushes, pings, and closes with a code on bad input, silence, a full mailbox or
 /// shutdown. Logs and counts how it ended.
-pub async fn serve(
+///
+/// Not an `async fn`: one stores each argument twice in its future (rust-lang/rust#62958),
+/// here the socket and the app, 456 B of every idle connection's memory. The block uses them
+/// where it captured them.
+#[allow(clippy::manual_async_fn, reason = "an async fn stores its arguments twice")]
+pub fn serve<'a>(
     mut socket: Socket,
     mut app: App,
-    settings: &Settings,
-    shutdown: &CancellationToken,
-    metrics: &Metrics,
-) {
-    info!(parent: socket.span(), "New connection");
-    metrics.connections.inc();
-    let mut greeted = Ok(());
-    for frame in app.take_greeting() {
-        greeted = queue_data(&mut socket, Message::Text(frame), settings, metrics).await;
-        if greeted.is_err() {
-            break;
+    settings: &'a Settings,
+    shutdown: &'a CancellationToken,
+    metrics: &'a Metrics,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        info!(parent: socket.span(), "New connection");
+        metrics.connections.inc();
+        let mut greeted = Ok(());
+        for frame in app.take_greeting() {
+            greeted = queue_data(&mut socket, Message::Text(frame), settings, metrics).await;
+            if greeted.is_err() {
+                break;
+            }
         }
+        if greeted.is_ok() {
+            greeted = flush(&mut socket, settings.send_timeout).await;
+        }
+        let ending = match greeted {
+            Ok(()) => run_loop(&mut socket, &mut app, settings, shutdown, metrics).await,
+            Err(error) => error.into(),
+        };
+        ending.count(metrics);
+        info!(parent: socket.span(), code = ending.code(), ending = %ending, "Connection closed");
     }
-    if greeted.is_ok() {
-        greeted = flush(&mut socket, settings.send_timeout).await;
-    }
-    let ending = match greeted {
-        Ok(()) => run_loop(&mut socket, &mut app, settings, shutdown, metrics).await,
-        Err(error) => error.into(),
-    };
-    ending.count(metrics);
-    info!(parent: socket.span(), code = ending.code(), ending = %ending, "Connection closed");
 }
 
 /// Most pushed frames written in one go before the loop looks at the socket again.
@@ -247,6 +254,11 @@ async fn run_loop(
     let cancelled = std::pin::pin!(shutdown.cancelled());
     let mut cancelled = OnWake::new(cancelled);
     let mut peer_code = None;
+    // The loop's future is part of every connection's memory, and its size is its largest
+    // await's: the paths taken once (closing) or rarely (a ping, a publish to the room) await
+    // boxed futures, which cost an allocation when taken instead of their size in every idle
+    // connection (with the `fn`s below that are not `async fn`: 2,712 -> 1,880 B for
+    // `serve`'s future, RSS per idle connection 4,900 -> 4,070 B).
     // A frame that had already arrived when the last reply was queued (see below).
     let mut arrived = None;
     let has_mailbox = app.has_mailbox();
@@ -263,7 +275,7 @@ async fn run_loop(
             tokio::select! {
                 biased;
                 () = &mut cancelled, if peer_code.is_none() => {
-                    return close_from_here(socket, close::GOING_AWAY, close::REASON_SHUTDOWN.into(), settings, CLOSE_HANDSHAKE_TIMEOUT).await;
+                    return Box::pin(close_from_here(socket, close::GOING_AWAY, close::REASON_SHUTDOWN.into(), settings, CLOSE_HANDSHAKE_TIMEOUT)).await;
                 }
                 pushed = app.pushed(), if has_mailbox && peer_code.is_none() => {
                     let frame = match pushed {
@@ -271,7 +283,7 @@ async fn run_loop(
                         Err(end) => {
                             let (code, reason) = app::close_for_end(end);
                             info!(parent: socket.span(), code, reason, "closing: the room ended this member");
-                            return close_from_here(socket, code, reason.into(), settings, CLOSE_HANDSHAKE_TIMEOUT).await;
+                            return Box::pin(close_from_here(socket, code, reason.into(), settings, CLOSE_HANDSHAKE_TIMEOUT)).await;
                         }
                     };
                     if let Err(error) = write_pushed(socket, app, frame, settings, metrics).await {
@@ -287,11 +299,11 @@ async fn run_loop(
                         info!(parent: socket.span(), idle_timeout = ?settings.idle_timeout, "nothing received for the idle timeout; closing");
                         // The peer is probably gone: wait for its Close no longer than it was silent.
                         let wait = settings.idle_timeout.min(CLOSE_HANDSHAKE_TIMEOUT);
-                        close_from_here(socket, close::GOING_AWAY, close::REASON_IDLE.into(), settings, wait).await;
+                        Box::pin(close_from_here(socket, close::GOING_AWAY, close::REASON_IDLE.into(), settings, wait)).await;
                         return Ending::Idle;
                     }
                     if next_ping <= now {
-                        if let Err(error) = send(socket, Message::Ping(Bytes::new()), settings.send_timeout).await {
+                        if let Err(error) = Box::pin(send(socket, Message::Ping(Bytes::new()), settings.send_timeout)).await {
                             return error.into();
                         }
                         metrics.pings_sent.inc();
@@ -313,7 +325,7 @@ async fn run_loop(
                 return match close_for_error(&error, settings) {
                     Some((code, reason)) => {
                         info!(parent: socket.span(), code, %reason, "closing after a bad message");
-                        close_unread(socket, code, reason, settings).await
+                        Box::pin(close_unread(socket, code, reason, settings)).await
                     }
                     None => peer_closed(peer_code),
                 };
@@ -327,15 +339,15 @@ async fn run_loop(
         }
         let reply = match app.respond(message) {
             Action::Send(reply) => Some(reply),
-            Action::Publish(text) => app.publish(&text).await.map(Message::Text),
+            Action::Publish(text) => Box::pin(app.publish(&text)).await.map(Message::Text),
             Action::Close(code, reason) => {
-                return close_from_here(
+                return Box::pin(close_from_here(
                     socket,
                     code,
                     reason.into(),
                     settings,
                     CLOSE_HANDSHAKE_TIMEOUT,
-                )
+                ))
                 .await;
             }
             // tungstenite queues the answering Close; the next read flushes it and ends.
@@ -404,16 +416,21 @@ fn peer_closed(peer_code: Option<u16>) -> Ending {
 
 /// Queues one data message without flushing (tungstenite writes it out once its buffer holds
 /// `WRITE_BUFFER_SIZE`), and counts it. The caller flushes.
-async fn queue_data(
-    socket: &mut Socket,
+#[allow(clippy::manual_async_fn, reason = "an async fn stores its arguments twice")]
+fn queue_data<'a>(
+    socket: &'a mut Socket,
     message: Message,
-    settings: &Settings,
-    metrics: &Metrics,
-) -> Result<(), SendError> {
-    let len = message.len();
-    bounded(socket, settings.send_timeout, async move |socket| socket.feed(message).await).await?;
-    metrics.sent(len);
-    Ok(())
+    settings: &'a Settings,
+    metrics: &'a Metrics,
+) -> impl Future<Output = Result<(), SendError>> + 'a {
+    // Not an `async fn`, which would hold `message` twice (see `serve`).
+    async move {
+        let len = message.len();
+        bounded(socket, settings.send_timeout, async move |socket| socket.feed(message).await)
+            .await?;
+        metrics.sent(len);
+        Ok(())
+    }
 }
 
 /// Writes out whatever is queued, giving up on a peer that has stopped reading.
@@ -431,27 +448,36 @@ async fn send(socket: &mut Socket, message: Message, limit: Duration) -> Result<
 /// stopped reading. The timer is set only once the write has to wait: most writes are done at
 /// their first poll, and a timer for each would cost a clock read and a timer entry per frame.
 /// Logs a failure in the connection's span.
-async fn bounded(
-    socket: &mut Socket,
+#[allow(clippy::manual_async_fn, reason = "an async fn stores its arguments twice")]
+fn bounded<'a, W>(
+    socket: &'a mut Socket,
     limit: Duration,
-    write: impl for<'s> AsyncFnOnce(&'s mut Socket) -> Result<(), tungstenite::Error>,
-) -> Result<(), SendError> {
-    let written = {
-        let mut write = std::pin::pin!(write(socket));
-        match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-            Poll::Ready(written) => Some(written),
-            Poll::Pending => tokio::time::timeout(limit, write).await.ok(),
-        }
-    };
-    match written {
-        Some(Ok(())) => Ok(()),
-        Some(Err(error)) => {
-            debug!(parent: socket.span(), %error, "write failed");
-            Err(SendError::Socket)
-        }
-        None => {
-            info!(parent: socket.span(), send_timeout = ?limit, "the peer stopped reading; dropping the connection");
-            Err(SendError::Stalled)
+    write: W,
+) -> impl Future<Output = Result<(), SendError>> + 'a
+where
+    W: for<'s> AsyncFnOnce(&'s mut Socket) -> Result<(), tungstenite::Error> + 'a,
+{
+    // Not an `async fn`, which would hold `write` (and the frame in it) twice.
+    async move {
+        let written = {
+            let mut write = std::pin::pin!(write(socket));
+            match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                Poll::Ready(written) => Some(written),
+                // Boxed: the timer is 112 B of every connection's future otherwise, for the rare
+                // write that has to wait.
+                Poll::Pending => Box::pin(tokio::time::timeout(limit, write)).await.ok(),
+            }
+        };
+        match written {
+            Some(Ok(())) => Ok(()),
+            Some(Err(error)) => {
+                debug!(parent: socket.span(), %error, "write failed");
+                Err(SendError::Socket)
+            }
+            None => {
+                info!(parent: socket.span(), send_timeout = ?limit, "the peer stopped reading; dropping the connection");
+                Err(SendError::Stalled)
+            }
         }
     }
 }

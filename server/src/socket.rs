@@ -14,7 +14,7 @@
 //! queues a frame (flushing first only if an earlier write was left blocked); [`Socket::flush`]
 //! writes out what is queued.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -72,19 +72,23 @@ impl Socket {
 
     /// Queues `message` to be written; tungstenite writes its buffer out once that holds
     /// `write_buffer_size`. Waits only to unblock an earlier write.
-    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        if !self.ready {
-            poll_fn(|cx| self.poll_write(cx, WebSocket::flush)).await?;
-            self.ready = true;
-        }
-        match self.ws.write(message) {
-            Ok(()) => Ok(()),
-            // Queued, but the socket is full: the next feed or flush waits for it.
-            Err(Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => {
-                self.ready = false;
-                Ok(())
+    #[allow(clippy::manual_async_fn, reason = "an async fn stores its arguments twice")]
+    pub fn feed(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
+        // Not an `async fn`, which would hold `message` twice (see `connection::serve`).
+        async move {
+            if !self.ready {
+                poll_fn(|cx| self.poll_write(cx, WebSocket::flush)).await?;
+                self.ready = true;
             }
-            Err(error) => Err(error),
+            match self.ws.write(message) {
+                Ok(()) => Ok(()),
+                // Queued, but the socket is full: the next feed or flush waits for it.
+                Err(Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.ready = false;
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            }
         }
     }
 
