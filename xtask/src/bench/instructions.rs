@@ -121,7 +121,7 @@ pub(super) fn run_all(
     println!("{table}");
     if write_docs {
         let generated = format!(
-            "{}; valgrind {}. Command: `cargo xtask bench` (or `--instructions`): each server \
+            "{}; {}. Command: `cargo xtask bench` (or `--instructions`): each server \
              (release) under callgrind on core 0, the load generator on core 1, {} s per \
              window.\n\n{table}",
             machine(),
