@@ -270,11 +270,10 @@ fn spawn_connection(
                 }
             };
             let socket = take_over(parts, settings.websocket_config(), span);
-            // On the heap, so the task is small: inline, the connection's future (2.7 KB) was
-            // stored twice over in this one (5.6 KB, rust-lang/rust#62958), and tokio copies a
-            // task's future several times as it spawns and ends it. Boxed: 168 B here, and 3 %
-            // fewer instructions per handshake (80.1k -> 77.8k, callgrind); RSS per idle
-            // connection unchanged.
+            // On the heap, so the task is small: inline, the connection's future was stored
+            // twice over in this one (rust-lang/rust#62958), and tokio copies a task's future
+            // several times as it spawns and ends it. Boxed, this task's future is 168 B (it
+            // was 5.6 KB): 3 % fewer instructions per handshake (docs/BENCHMARKS.md, part 4).
             Box::pin(connection::serve(socket, app, &settings, &shutdown, &metrics)).await;
             drop(slot);
         },
